@@ -16,7 +16,8 @@ from glipv2.grounding import (
 
 
 def test_anchors_two_levels_by_hand() -> None:
-    # Official generate_anchors(stride, (8 * stride,), (1.0,)): centre (stride - 1) / 2, half side 0.5 * (8 * stride - 1)
+    # Official generate_anchors(stride, (8 * stride,), (1.0,)): centre (stride - 1) / 2,
+    # half side 0.5 * (8 * stride - 1).
     # stride 8: centre 3.5, half 31.5 -> [-28, -28, 35, 35]; stride 16: centre 7.5, half 63.5 -> [-56, -56, 71, 71].
     anchors = generate_anchors(torch.tensor([[2, 3], [1, 1]]), strides=[8, 16])
     expected = torch.tensor(
@@ -38,7 +39,8 @@ def test_anchors_other_scale_and_dtype() -> None:
     # stride 4, scale 2: centre 1.5, half 0.5 * (8 - 1) = 3.5 -> [-2, -2, 5, 5]; second column shifted by 4.
     anchors = generate_anchors(torch.tensor([[1, 2]]), strides=[4], anchor_scale=2.0, dtype=torch.float64)
     assert anchors.dtype == torch.float64
-    torch.testing.assert_close(anchors, torch.tensor([[-2.0, -2.0, 5.0, 5.0], [2.0, -2.0, 9.0, 5.0]], dtype=torch.float64))
+    expected = torch.tensor([[-2.0, -2.0, 5.0, 5.0], [2.0, -2.0, 9.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(anchors, expected)
     with pytest.raises(ValueError, match="strides"):
         generate_anchors(torch.tensor([[1, 2]]), strides=[4, 8])
 

@@ -1,0 +1,43 @@
+"""Feature pyramid on top of a transformers backbone: C3..C5 -> P3..P7 (official `FPN` + `LastLevelP6P7`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Glipv2FeaturePyramid(nn.Module):
+    """FPN with P6/P7 computed from P5 (RetinaNet style), as `SWINT-FPN-RETINANET` in the official GLIP code.
+
+    Args:
+        in_channels: channels of the backbone maps at strides 8, 16 and 32.
+        out_channels: channels of every pyramid level.
+        num_levels: total levels (5 gives P3..P7; each extra level beyond 3 is a stride-2 conv).
+    """
+
+    def __init__(self, in_channels: list[int], out_channels: int, num_levels: int = 5) -> None:
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
+        self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        self.extra_convs = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_levels - len(in_channels))
+        )
+
+    def forward(self, features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """`features`: backbone maps fine to coarse. Returns P3..P7, each `(B, out_channels, H_l, W_l)`."""
+        last_inner = self.lateral_convs[-1](features[-1])
+        results = [self.output_convs[-1](last_inner)]
+        for index in range(len(features) - 2, -1, -1):
+            lateral = self.lateral_convs[index](features[index])
+            top_down = F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
+            last_inner = lateral + top_down
+            results.insert(0, self.output_convs[index](last_inner))
+        extra = results[-1]
+        for level, conv in enumerate(self.extra_convs):
+            extra = conv(extra if level == 0 else F.relu(extra))  # official: p7 = conv(relu(p6))
+            results.append(extra)
+        return tuple(results)
+
+
+__all__ = ["Glipv2FeaturePyramid"]

@@ -1,0 +1,178 @@
+"""Modulated deformable convolution (DCNv2) with torchvision's kernel and a pure-PyTorch fallback.
+
+GLIP's DyHead computes one offset/mask tensor per pyramid level and feeds it to the three convolutions of that level,
+including the one applied to the *coarser* neighbour level, whose output is smaller than the offset tensor. The
+official CUDA kernel (`maskrcnn_benchmark/csrc/cuda/deform_conv_cuda.cu`, `modulated_deform_conv_cuda_forward`)
+takes `offset[b]` and reads it as a flat buffer laid out for the convolution's own output size, i.e. it reads the
+first `channels * out_h * out_w` values of each sample. [`reinterpret_offset`] reproduces that exactly, so converted
+weights see the same sampling positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # torchvision is optional: the fallback below gives the same numbers.
+    from torchvision.ops import deform_conv2d as _tv_deform_conv2d
+except Exception:  # pragma: no cover - exercised only where torchvision is missing
+    _tv_deform_conv2d = None
+
+
+def torchvision_deform_conv_available() -> bool:
+    """Whether torchvision's `deform_conv2d` kernel can be used."""
+    return _tv_deform_conv2d is not None
+
+
+def reinterpret_offset(offset: torch.Tensor, out_height: int, out_width: int) -> torch.Tensor:
+    """Reads a per-sample offset (or mask) buffer laid out for another spatial size, as the official kernel does.
+
+    Args:
+        offset: `(batch, channels, height, width)`.
+        out_height, out_width: the output size of the convolution that consumes it.
+
+    Returns:
+        `(batch, channels, out_height, out_width)`: the first `channels * out_height * out_width` values of each
+        sample's contiguous buffer.
+    """
+    batch, channels, height, width = offset.shape
+    if (height, width) == (out_height, out_width):
+        return offset
+    needed = channels * out_height * out_width
+    if needed > channels * height * width:
+        raise ValueError(
+            f"offset of spatial size {(height, width)} cannot serve a convolution output of size "
+            f"{(out_height, out_width)}: the official kernel would read past the buffer."
+        )
+    return offset.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_height, out_width)
+
+
+def _bilinear_gather(
+    image: torch.Tensor, sample_y: torch.Tensor, sample_x: torch.Tensor
+) -> torch.Tensor:
+    """Bilinear sampling with zeros outside, matching torchvision's/DCN's `bilinear_interpolate`.
+
+    Args:
+        image: `(batch, channels, height, width)`.
+        sample_y, sample_x: `(batch, points)` positions in pixels.
+
+    Returns:
+        `(batch, channels, points)`.
+    """
+    batch, channels, height, width = image.shape
+    # Pad by one pixel so that every corner index of a valid point (-1 < y < height) is in range.
+    padded = F.pad(image, (1, 1, 1, 1)).reshape(batch, channels, (height + 2) * (width + 2))
+    inside = (sample_y > -1) & (sample_y < height) & (sample_x > -1) & (sample_x < width)
+    y0 = torch.floor(sample_y)
+    x0 = torch.floor(sample_x)
+    ly, lx = sample_y - y0, sample_x - x0
+    hy, hx = 1 - ly, 1 - lx
+    y0 = y0.long().clamp(-1, height) + 1
+    x0 = x0.long().clamp(-1, width) + 1
+    y1 = (y0 + 1).clamp(max=height + 1)
+    x1 = (x0 + 1).clamp(max=width + 1)
+    out = image.new_zeros(batch, channels, sample_y.shape[1])
+    for yy, xx, weight in ((y0, x0, hy * hx), (y0, x1, hy * lx), (y1, x0, ly * hx), (y1, x1, ly * lx)):
+        index = (yy * (width + 2) + xx).unsqueeze(1).expand(-1, channels, -1)
+        out = out + torch.gather(padded, 2, index) * (weight * inside).unsqueeze(1).to(image.dtype)
+    return out
+
+
+def deform_conv2d_reference(
+    image: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int = 1,
+    padding: int = 1,
+    dilation: int = 1,
+) -> torch.Tensor:
+    """Pure-PyTorch modulated deformable convolution (one offset group, one weight group).
+
+    Args:
+        image: `(batch, in_channels, height, width)`.
+        offset: `(batch, 2 * kh * kw, out_h, out_w)`, (dy, dx) pairs per kernel tap as in DCNv2/torchvision.
+        mask: `(batch, kh * kw, out_h, out_w)` modulation in [0, 1].
+        weight: `(out_channels, in_channels, kh, kw)`.
+        bias: `(out_channels,)` or None.
+
+    Returns:
+        `(batch, out_channels, out_h, out_w)`.
+    """
+    batch, in_channels, height, width = image.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = offset.shape[-2:]
+    taps = kernel_h * kernel_w
+    base_y = (torch.arange(out_h, device=image.device, dtype=image.dtype) * stride - padding).view(1, 1, out_h, 1)
+    base_x = (torch.arange(out_w, device=image.device, dtype=image.dtype) * stride - padding).view(1, 1, 1, out_w)
+    tap_y, tap_x = torch.meshgrid(
+        torch.arange(kernel_h, device=image.device, dtype=image.dtype) * dilation,
+        torch.arange(kernel_w, device=image.device, dtype=image.dtype) * dilation,
+        indexing="ij",
+    )
+    offset = offset.reshape(batch, taps, 2, out_h, out_w)
+    sample_y = base_y + tap_y.reshape(1, taps, 1, 1) + offset[:, :, 0]
+    sample_x = base_x + tap_x.reshape(1, taps, 1, 1) + offset[:, :, 1]
+    sampled = _bilinear_gather(image, sample_y.reshape(batch, -1), sample_x.reshape(batch, -1))
+    sampled = sampled.reshape(batch, in_channels, taps, out_h * out_w) * mask.reshape(batch, 1, taps, -1)
+    columns = sampled.reshape(batch, in_channels * taps, out_h * out_w)
+    out = torch.matmul(weight.reshape(out_channels, -1), columns).reshape(batch, out_channels, out_h, out_w)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+class Glipv2ModulatedDeformConv2d(nn.Module):
+    """3x3 modulated deformable convolution whose offset and mask are computed outside (shared per level).
+
+    Uses `torchvision.ops.deform_conv2d` when importable (set `use_torchvision=False` for the reference path).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.stride = stride
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.use_torchvision = torchvision_deform_conv_available()
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        kernel = self.weight.shape[-1]
+        return (
+            (height + 2 * self.padding - kernel) // self.stride + 1,
+            (width + 2 * self.padding - kernel) // self.stride + 1,
+        )
+
+    def forward(self, image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`image` (B, C_in, H, W); `offset` (B, 18, h, w) and `mask` (B, 9, h, w) of the level that owns them."""
+        out_h, out_w = self.output_size(*image.shape[-2:])
+        offset = reinterpret_offset(offset, out_h, out_w)
+        mask = reinterpret_offset(mask, out_h, out_w)
+        if self.use_torchvision and _tv_deform_conv2d is not None:
+            # torchvision's CPU kernel has no bf16 path: compute in the image's float type.
+            return _tv_deform_conv2d(
+                image,
+                offset.to(image.dtype).contiguous(),
+                self.weight.to(image.dtype),
+                self.bias.to(image.dtype),
+                stride=self.stride,
+                padding=self.padding,
+                mask=mask.to(image.dtype).contiguous(),
+            )
+        return deform_conv2d_reference(
+            image, offset.to(image.dtype), mask.to(image.dtype), self.weight.to(image.dtype),
+            self.bias.to(image.dtype), stride=self.stride, padding=self.padding,
+        )
+
+
+__all__ = [
+    "Glipv2ModulatedDeformConv2d",
+    "deform_conv2d_reference",
+    "reinterpret_offset",
+    "torchvision_deform_conv_available",
+]

@@ -1,0 +1,342 @@
+"""GLIP's deep fusion: VLFuse bi-directional attention, an extra text layer and a DyHead block per fusion layer.
+
+Follows `maskrcnn_benchmark/modeling/rpn/vldyhead.py` (VLFuse, BertEncoderLayer, DyConv) and
+`maskrcnn_benchmark/utils/fuse_helper.py` (BiMultiHeadAttention, BiAttentionBlockForCheckpoint) of the official GLIP
+code. Module names use `q_proj/k_proj/v_proj/o_proj` inside modality-named parents so a single PEFT pattern matches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .deformable_conv import Glipv2ModulatedDeformConv2d
+
+
+def flatten_levels(features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Concatenates pyramid levels `(B, C, H_l, W_l)` into `(B, sum H_l*W_l, C)` and returns the level sizes."""
+    sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+    flat = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
+    return flat, sizes
+
+
+def unflatten_levels(flat: torch.Tensor, sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
+    """Inverse of [`flatten_levels`]: `(B, A, C)` back to a tuple of `(B, C, H_l, W_l)`."""
+    out, start = [], 0
+    for height, width in sizes:
+        chunk = flat[:, start : start + height * width]
+        out.append(chunk.transpose(1, 2).reshape(flat.shape[0], -1, height, width).contiguous())
+        start += height * width
+    return tuple(out)
+
+
+class Glipv2BiAttention(nn.Module):
+    """Bi-directional image<->text attention sharing one logit matrix (official `BiMultiHeadAttention`).
+
+    Vision queries attend text keys (masked to real tokens); the transposed logits let text queries attend all
+    image positions. Official name map: v_proj -> vision.q_proj, l_proj -> text.k_proj, values_v_proj ->
+    vision.v_proj, values_l_proj -> text.v_proj, out_v_proj -> vision.o_proj, out_l_proj -> text.o_proj.
+    """
+
+    def __init__(
+        self, vision_dim: int, text_dim: int, embed_dim: int, num_heads: int, dropout: float, clamp_value: float
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = dropout
+        self.clamp_value = clamp_value
+        self.vision = nn.ModuleDict(
+            {
+                "q_proj": nn.Linear(vision_dim, embed_dim),
+                "v_proj": nn.Linear(vision_dim, embed_dim),
+                "o_proj": nn.Linear(embed_dim, vision_dim),
+            }
+        )
+        self.text = nn.ModuleDict(
+            {
+                "k_proj": nn.Linear(text_dim, embed_dim),
+                "v_proj": nn.Linear(text_dim, embed_dim),
+                "o_proj": nn.Linear(embed_dim, text_dim),
+            }
+        )
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+
+    def forward(
+        self, vision: torch.Tensor, text: torch.Tensor, text_attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`vision` (B, A, Cv), `text` (B, T, Ct), `text_attention_mask` (B, T) -> deltas of the same shapes."""
+        query = self._heads(self.vision["q_proj"](vision) * self.scale)
+        key = self._heads(self.text["k_proj"](text))
+        vision_values = self._heads(self.vision["v_proj"](vision))
+        text_values = self._heads(self.text["v_proj"](text))
+        logits = torch.matmul(query, key.transpose(-1, -2)).clamp(-self.clamp_value, self.clamp_value)  # (B,h,A,T)
+
+        text_logits = logits.transpose(-1, -2)
+        text_logits = text_logits - text_logits.amax(dim=-1, keepdim=True)
+        text_attn = text_logits.clamp(-self.clamp_value, self.clamp_value).softmax(dim=-1)  # (B,h,T,A)
+        if text_attention_mask is not None:
+            invalid = ~text_attention_mask.bool()[:, None, None, :]
+            logits = logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
+        vision_attn = logits.softmax(dim=-1)  # (B,h,A,T)
+
+        vision_attn = F.dropout(vision_attn, p=self.dropout, training=self.training)
+        text_attn = F.dropout(text_attn, p=self.dropout, training=self.training)
+        vision_delta = self.vision["o_proj"](self._merge(torch.matmul(vision_attn, text_values)))
+        text_delta = self.text["o_proj"](self._merge(torch.matmul(text_attn, vision_values)))
+        return vision_delta, text_delta
+
+
+class Glipv2VLFuse(nn.Module):
+    """One VLFuse step (official `BiAttentionBlockForCheckpoint`).
+
+    Both inputs are layer-normed; each residual is added to the *normed* input, scaled per channel by a layer scale
+    initialised to 1 / num_fusion_layers: `x' = LN(x) + gamma * Attn(LN(x))`.
+    """
+
+    def __init__(
+        self,
+        vision_dim: int,
+        text_dim: int,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float,
+        layer_scale_init: float,
+        clamp_value: float,
+    ) -> None:
+        super().__init__()
+        self.vision_layer_norm = nn.LayerNorm(vision_dim)
+        self.text_layer_norm = nn.LayerNorm(text_dim)
+        self.attn = Glipv2BiAttention(vision_dim, text_dim, embed_dim, num_heads, dropout, clamp_value)
+        self.vision_layer_scale = nn.Parameter(torch.full((vision_dim,), layer_scale_init))
+        self.text_layer_scale = nn.Parameter(torch.full((text_dim,), layer_scale_init))
+
+    def forward(
+        self, vision_features: tuple[torch.Tensor, ...], text_features: torch.Tensor, text_attention_mask: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """`vision_features`: levels (B, C, H_l, W_l); `text_features` (B, T, D). Returns both, updated."""
+        flat, sizes = flatten_levels(vision_features)
+        vision = self.vision_layer_norm(flat)
+        text = self.text_layer_norm(text_features)
+        vision_delta, text_delta = self.attn(vision, text, text_attention_mask)
+        vision = vision + self.vision_layer_scale * vision_delta
+        text = text + self.text_layer_scale * text_delta
+        return unflatten_levels(vision, sizes), text
+
+
+class Glipv2TextLayer(nn.Module):
+    """The extra BERT-style (post-norm) text layer after each VLFuse (official `BertEncoderLayer`)."""
+
+    def __init__(
+        self, hidden_size: int, num_heads: int, intermediate_size: int, hidden_act: str, dropout: float, eps: float
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.self_attn = nn.ModuleDict(
+            {name: nn.Linear(hidden_size, hidden_size) for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        )
+        self.self_attn_layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.final_layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.activation = ACT2FN[hidden_act]
+        self.dropout = dropout
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`hidden_states` (B, T, D), `attention_mask` (B, T) with 1 for real tokens."""
+        batch, length, dim = hidden_states.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+        query, key, value = (heads(self.self_attn[n](hidden_states)) for n in ("q_proj", "k_proj", "v_proj"))
+        mask = attention_mask.bool()[:, None, None, :]
+        attn = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        attn = self.self_attn["o_proj"](attn.transpose(1, 2).reshape(batch, length, dim))
+        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attn, self.dropout, self.training))
+        ffn = self.fc2(self.activation(self.fc1(hidden_states)))
+        return self.final_layer_norm(hidden_states + F.dropout(ffn, self.dropout, self.training))
+
+
+class Glipv2HardSigmoid(nn.Module):
+    """`relu6(x + 3) / 6` (official `h_sigmoid`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x + 3.0) / 6.0
+
+
+class Glipv2DyReLU(nn.Module):
+    """Dynamic ReLU with two learned piecewise-linear branches per channel (official `DYReLU`, K2, with bias)."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.channels = channels
+        self.fc = nn.Sequential(
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels * 4),
+            Glipv2HardSigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coeffs = self.fc(x.mean(dim=(2, 3))).view(x.shape[0], self.channels * 4, 1, 1)
+        a1, b1, a2, b2 = torch.split(coeffs, self.channels, dim=1)
+        # official: lambda_a = 2, init_a = (1, 0), init_b = (0, 0)
+        a1 = (a1 - 0.5) * 2.0 + 1.0
+        a2 = (a2 - 0.5) * 2.0
+        b1 = b1 - 0.5
+        b2 = b2 - 0.5
+        return torch.maximum(x * a1 + b1, x * a2 + b2)
+
+
+class Glipv2DyHeadConv(nn.Module):
+    """A DyHead 3x3 conv (deformable or plain) followed by group norm (official `Conv3x3Norm`)."""
+
+    def __init__(self, channels: int, stride: int, deformable: bool, norm_groups: int) -> None:
+        super().__init__()
+        self.deformable = deformable
+        if deformable:
+            self.conv = Glipv2ModulatedDeformConv2d(channels, channels, stride=stride)
+        else:
+            self.conv = nn.Conv2d(channels, channels, 3, stride=stride, padding=1)
+        self.norm = nn.GroupNorm(norm_groups, channels) if norm_groups else nn.Identity()
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv(x, offset, mask) if self.deformable else self.conv(x)
+        return self.norm(x)
+
+
+class Glipv2DyHeadBlock(nn.Module):
+    """One DyHead block over all levels (official `DyConv`): scale-aware fusion of each level with its neighbours.
+
+    For level l: `same_conv(x_l)`, `finer_conv(x_{l-1})` (stride 2) and `coarser_conv(x_{l+1})` upsampled; all three
+    use level l's offset and mask (the coarser one reads it as a flat buffer, see `deformable_conv.py`).
+    """
+
+    def __init__(self, channels: int, deformable: bool, dyrelu: bool, scale_attention: bool, norm_groups: int) -> None:
+        super().__init__()
+        self.coarser_conv = Glipv2DyHeadConv(channels, 1, deformable, norm_groups)  # official DyConv[0]
+        self.same_conv = Glipv2DyHeadConv(channels, 1, deformable, norm_groups)  # official DyConv[1]
+        self.finer_conv = Glipv2DyHeadConv(channels, 2, deformable, norm_groups)  # official DyConv[2]
+        self.scale_attention = (
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, 1, 1), nn.ReLU(inplace=True))
+            if scale_attention
+            else None
+        )
+        self.hard_sigmoid = Glipv2HardSigmoid()
+        self.activation = Glipv2DyReLU(channels) if dyrelu else nn.ReLU()
+        # 18 offsets + 9 masks per location.
+        self.offset = nn.Conv2d(channels, 27, 3, padding=1) if deformable else None
+
+    def forward(self, features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        outputs = []
+        for level, feature in enumerate(features):
+            offset = mask = None
+            if self.offset is not None:
+                offset_mask = self.offset(feature)
+                offset, mask = offset_mask[:, :18], offset_mask[:, 18:].sigmoid()
+            branches = [self.same_conv(feature, offset, mask)]
+            if level > 0:
+                branches.append(self.finer_conv(features[level - 1], offset, mask))
+            if level < len(features) - 1:
+                coarser = self.coarser_conv(features[level + 1], offset, mask)
+                # official: F.upsample_bilinear == interpolate(bilinear, align_corners=True)
+                branches.append(F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+            stacked = torch.stack(branches)
+            if self.scale_attention is not None:
+                weights = self.hard_sigmoid(torch.stack([self.scale_attention(b) for b in branches]))
+                stacked = stacked * weights
+            outputs.append(self.activation(stacked.mean(dim=0)))
+        return tuple(outputs)
+
+
+class Glipv2FusionLayer(GradientCheckpointingLayer):
+    """One fusion layer: VLFuse, then the extra text layer (text side) and a DyHead block (image side)."""
+
+    def __init__(self, config, text_config) -> None:  # noqa: ANN001 - configs
+        super().__init__()
+        self.vl_fuse = None
+        self.text_layer = None
+        if config.use_early_fusion:
+            self.vl_fuse = Glipv2VLFuse(
+                config.hidden_size,
+                text_config.hidden_size,
+                config.fusion_embed_dim,
+                config.fusion_num_heads,
+                config.fusion_attention_dropout,
+                config.layer_scale_init,
+                config.fusion_clamp_value,
+            )
+            self.text_layer = Glipv2TextLayer(
+                text_config.hidden_size,
+                text_config.num_attention_heads,
+                text_config.intermediate_size,
+                text_config.hidden_act,
+                text_config.hidden_dropout_prob,
+                text_config.layer_norm_eps,
+            )
+        self.dyhead = Glipv2DyHeadBlock(
+            config.hidden_size,
+            config.use_deformable_conv,
+            config.use_dyrelu,
+            config.use_scale_attention,
+            config.dyhead_norm_groups,
+        )
+
+    def forward(
+        self, text_features: torch.Tensor, text_attention_mask: torch.Tensor, *vision_features: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Levels are passed as trailing positional tensors so gradient checkpointing sees plain tensors.
+
+        Returns `(text_features, *vision_features)`.
+        """
+        if self.vl_fuse is not None:
+            vision_features, text_features = self.vl_fuse(vision_features, text_features, text_attention_mask)
+            text_features = self.text_layer(text_features, text_attention_mask)
+        return (text_features, *self.dyhead(tuple(vision_features)))
+
+
+class Glipv2DeepFusion(nn.Module):
+    """The stack of [`Glipv2FusionLayer`] (official `dyhead_tower`)."""
+
+    def __init__(self, config, text_config) -> None:  # noqa: ANN001 - configs
+        super().__init__()
+        self.layers = nn.ModuleList(Glipv2FusionLayer(config, text_config) for _ in range(config.num_fusion_layers))
+
+    def forward(
+        self,
+        vision_features: tuple[torch.Tensor, ...],
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Returns fused `(vision_features, text_features)` with the input shapes."""
+        for layer in self.layers:
+            text_features, *levels = layer(text_features, text_attention_mask, *vision_features)
+            vision_features = tuple(levels)
+        return vision_features, text_features
+
+
+__all__ = [
+    "Glipv2BiAttention",
+    "Glipv2DeepFusion",
+    "Glipv2DyHeadBlock",
+    "Glipv2DyReLU",
+    "Glipv2FusionLayer",
+    "Glipv2TextLayer",
+    "Glipv2VLFuse",
+    "flatten_levels",
+    "unflatten_levels",
+]

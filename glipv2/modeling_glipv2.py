@@ -1,0 +1,234 @@
+"""GLIPv2-style models: the shared vision-language backbone and the task classes built on it.
+
+State-dict layout (DESIGN §2): `model.*` is the backbone + fusion, `<task>_head.*` a head; every task class loads any
+checkpoint of the family and ignores the heads it does not use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoBackbone, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .backbone import Glipv2FeaturePyramid
+from .configuration_glipv2 import Glipv2Config
+from .deformable_conv import Glipv2ModulatedDeformConv2d
+from .fusion import Glipv2BiAttention, Glipv2DeepFusion, Glipv2DyHeadBlock, Glipv2DyHeadConv, Glipv2VLFuse
+
+
+@dataclass
+class Glipv2ModelOutput(ModelOutput):
+    """Output of [`Glipv2Model`].
+
+    Args:
+        vision_features (`tuple[torch.FloatTensor]`): fused pyramid levels P3..P7, each `(B, hidden_size, H_l, W_l)`.
+        text_features (`torch.FloatTensor` of shape `(B, T, text_hidden_size)`): fused text features.
+        text_attention_mask (`torch.LongTensor` of shape `(B, T)`): 1 for real tokens.
+        spatial_shapes (`torch.LongTensor` of shape `(num_levels, 2)`): `(H_l, W_l)` of each level.
+        image_sizes (`torch.LongTensor` of shape `(B, 2)`): unpadded `(height, width)` of each input image.
+        pre_fusion_vision_features (`tuple[torch.FloatTensor]`): FPN levels before fusion.
+        pre_fusion_text_features (`torch.FloatTensor` of shape `(B, T, text_hidden_size)`): text encoder output.
+    """
+
+    vision_features: tuple[torch.FloatTensor, ...] | None = None
+    text_features: torch.FloatTensor | None = None
+    text_attention_mask: torch.LongTensor | None = None
+    spatial_shapes: torch.LongTensor | None = None
+    image_sizes: torch.LongTensor | None = None
+    pre_fusion_vision_features: tuple[torch.FloatTensor, ...] | None = None
+    pre_fusion_text_features: torch.FloatTensor | None = None
+
+
+def image_sizes_from_mask(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
+    """Unpadded `(height, width)` per image `(B, 2)` from a `(B, H, W)` pixel mask (the full size without one)."""
+    batch, _, height, width = pixel_values.shape
+    if pixel_mask is None:
+        return torch.tensor([[height, width]], device=pixel_values.device).expand(batch, 2)
+    heights = pixel_mask.amax(dim=2).sum(dim=1)
+    widths = pixel_mask.amax(dim=1).sum(dim=1)
+    return torch.stack([heights, widths], dim=1).long()
+
+
+def _broadcast_batch(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expands a batch of one to the other's batch size; any other mismatch is an error naming both."""
+    if a.shape[0] == b.shape[0]:
+        return a, b
+    if a.shape[0] == 1:
+        return a.expand(b.shape[0], *a.shape[1:]), b
+    if b.shape[0] == 1:
+        return a, b.expand(a.shape[0], *b.shape[1:])
+    raise ValueError(
+        f"Batch sizes differ: {name_a} has {a.shape[0]} entries but {name_b} has {b.shape[0]}. Give one prompt per "
+        "image, or a single prompt (or image) for the whole batch."
+    )
+
+
+class Glipv2PreTrainedModel(PreTrainedModel):
+    """Base class: config class, weight initialisation (official GLIP inits) and checkpoint plumbing."""
+
+    config_class = Glipv2Config
+    config: Glipv2Config
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Glipv2FusionLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Generic inits first (children are visited before parents), then the official GLIP ones."""
+        super()._init_weights(module)
+        if isinstance(module, Glipv2BiAttention):  # fuse_helper.BiMultiHeadAttention._reset_parameters
+            for linear in [*module.vision.values(), *module.text.values()]:
+                init.xavier_uniform_(linear.weight)
+                init.zeros_(linear.bias)
+        elif isinstance(module, Glipv2VLFuse):
+            init.constant_(module.vision_layer_scale, self.config.layer_scale_init)
+            init.constant_(module.text_layer_scale, self.config.layer_scale_init)
+        elif isinstance(module, Glipv2DyHeadConv):  # vldyhead.DyConv.init_weights: N(0, 0.01), zero bias
+            init.normal_(module.conv.weight, std=0.01)
+            init.zeros_(module.conv.bias)
+        elif isinstance(module, Glipv2ModulatedDeformConv2d):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            init.zeros_(module.bias)
+        elif isinstance(module, Glipv2DyHeadBlock):
+            if module.scale_attention is not None:
+                init.normal_(module.scale_attention[1].weight, std=0.01)
+                init.zeros_(module.scale_attention[1].bias)
+            if module.offset is not None:  # start from the regular 3x3 grid with masks at 0.5
+                init.zeros_(module.offset.weight)
+                init.zeros_(module.offset.bias)
+        elif isinstance(module, Glipv2FeaturePyramid):  # fpn.conv_with_kaiming_uniform / LastLevelP6P7
+            for conv in [*module.lateral_convs, *module.output_convs, *module.extra_convs]:
+                init.kaiming_uniform_(conv.weight, a=1)
+                init.zeros_(conv.bias)
+        else:
+            self._init_head_weights(module)
+
+    def _init_head_weights(self, module: nn.Module) -> None:
+        """Task heads' official inits; extended by the heads' modules."""
+        init_fn = getattr(module, "glipv2_init_weights", None)
+        if callable(init_fn):
+            init_fn(self.config)
+
+
+class Glipv2Model(Glipv2PreTrainedModel):
+    """The shared backbone: image backbone + FPN, text encoder, and GLIP's deep fusion.
+
+    `encode_image`, `encode_text` and `fuse` are public so that callers can run the image backbone once per image
+    and reuse encoded prompts across images (large vocabularies, prompt chunks).
+    """
+
+    def __init__(self, config: Glipv2Config) -> None:
+        super().__init__(config)
+        self.vision_backbone = AutoBackbone.from_config(config.vision_config)
+        in_channels = list(self.vision_backbone.channels)
+        if len(in_channels) != 3:
+            raise ValueError(
+                f"vision_config.out_features must select 3 feature maps (strides 8, 16, 32); got {in_channels}."
+            )
+        self.fpn = Glipv2FeaturePyramid(in_channels, config.hidden_size, config.num_feature_levels)
+        self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        self.fusion = Glipv2DeepFusion(config, config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`."""
+        feature_maps = self.vision_backbone(pixel_values).feature_maps
+        return self.fpn(tuple(feature_maps))
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`input_ids` (B, T) -> text encoder features `(B, T, text_hidden_size)` before fusion."""
+        if input_ids.shape[-1] > self.config.max_text_length:
+            raise ValueError(
+                f"The prompt has {input_ids.shape[-1]} tokens, more than max_text_length="
+                f"{self.config.max_text_length}; split the labels into several prompts "
+                "(Glipv2Processor.build_prompts)."
+            )
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+
+    def fuse(
+        self,
+        vision_features: tuple[torch.Tensor, ...],
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Runs the deep-fusion stack; batch sizes must already agree."""
+        return self.fusion(vision_features, text_features, text_attention_mask)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        image_features: tuple[torch.Tensor, ...] | None = None,
+        text_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Glipv2ModelOutput | tuple:
+        """
+        Args:
+            pixel_values: `(B, 3, H, W)` from [`Glipv2ImageProcessor`].
+            input_ids, attention_mask, token_type_ids: `(B, T)` tokenized prompts (one per image, or one for all).
+            pixel_mask: `(B, H, W)`, 1 on real pixels.
+            image_features: precomputed `encode_image` output (skips the image backbone).
+            text_features: precomputed `encode_text` output (skips the text encoder).
+        """
+        if pixel_values is None and image_features is None:
+            raise ValueError("Glipv2Model needs `pixel_values` (or precomputed `image_features`).")
+        if input_ids is None and text_features is None:
+            raise ValueError("Glipv2Model needs `input_ids` (or precomputed `text_features`): a prompt to ground.")
+        if image_features is None:
+            image_features = self.encode_image(pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones(
+                (input_ids if input_ids is not None else text_features).shape[:2],
+                dtype=torch.long,
+                device=image_features[0].device,
+            )
+        if text_features is None:
+            text_features = self.encode_text(input_ids, attention_mask, token_type_ids)
+        text_features, _ = _broadcast_batch("text", text_features, "images", image_features[0])
+        attention_mask, _ = _broadcast_batch("attention_mask", attention_mask, "images", image_features[0])
+        batch = text_features.shape[0]
+        image_features = tuple(f.expand(batch, *f.shape[1:]) for f in image_features)
+        vision_fused, text_fused = self.fuse(image_features, text_features, attention_mask)
+        if pixel_values is not None:
+            image_sizes = image_sizes_from_mask(pixel_values, pixel_mask).expand(batch, 2)
+        else:
+            stride = self.config.anchor_strides[0]
+            height, width = image_features[0].shape[-2:]
+            image_sizes = torch.tensor([[height * stride, width * stride]], device=text_fused.device).expand(batch, 2)
+        spatial_shapes = torch.tensor([list(f.shape[-2:]) for f in vision_fused], device=text_fused.device)
+        output = Glipv2ModelOutput(
+            vision_features=vision_fused,
+            text_features=text_fused,
+            text_attention_mask=attention_mask,
+            spatial_shapes=spatial_shapes,
+            image_sizes=image_sizes,
+            pre_fusion_vision_features=image_features,
+            pre_fusion_text_features=text_features,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["Glipv2Model", "Glipv2ModelOutput", "Glipv2PreTrainedModel"]

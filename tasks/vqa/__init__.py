@@ -1,0 +1,19 @@
+"""Visual question answering data: VQAv2 questions + annotations JSON, soft scores, answer vocabulary."""
+
+from tasks.vqa.vqav2 import (
+    VQA_FEATURES,
+    answer_soft_scores,
+    build_answer_vocab,
+    load_answer_vocab,
+    load_vqa,
+    save_answer_vocab,
+)
+
+__all__ = [
+    "VQA_FEATURES",
+    "answer_soft_scores",
+    "build_answer_vocab",
+    "load_answer_vocab",
+    "load_vqa",
+    "save_answer_vocab",
+]

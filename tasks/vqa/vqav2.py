@@ -1,0 +1,187 @@
+"""VQAv2 questions + annotations JSON loaded into a ``datasets`` dataset, with soft answer scores.
+
+Soft scores: the target score of an answer is its official VQA accuracy, i.e. the mean over the 10 choose-9
+annotator subsets of ``min(1, #matches / 3)`` computed on normalised answers (as MMF's ``VQAAnswerProcessor.
+compute_answers_scores`` does). We do not use bottom-up-attention's ``min(1, 0.3 * count)`` approximation, so a
+model trained on these targets optimises exactly the metric reported by ``tasks/metrics/vqa_accuracy``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import datasets
+
+from tasks.common import (
+    RecordChecker,
+    SkipReport,
+    build_dataset,
+    collect_valid,
+    image_feature_value,
+    read_json,
+    write_json,
+)
+from tasks.metrics.vqa_accuracy.vqa_normalization import leave_one_out_accuracy, normalize_answer
+
+VQA_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "image_id": datasets.Value("int64"),
+        "question_id": datasets.Value("int64"),
+        "question": datasets.Value("string"),
+        "question_type": datasets.Value("string"),
+        "answer_type": datasets.Value("string"),
+        "multiple_choice_answer": datasets.Value("string"),
+        "answers": datasets.List(datasets.Value("string")),
+        "answer_scores": {
+            "answer": datasets.List(datasets.Value("string")),
+            "score": datasets.List(datasets.Value("float64")),
+        },
+        "label_ids": datasets.List(datasets.Value("int64")),
+        "label_scores": datasets.List(datasets.Value("float64")),
+    }
+)
+COCO_IMAGE_NAME_FORMAT = "COCO_{data_subtype}_{image_id:012d}.jpg"
+
+
+def answer_soft_scores(answers: list[str]) -> dict[str, float]:
+    """Score of each distinct (already normalised) answer: its 10-choose-9 averaged ``min(1, #matches / 3)``."""
+    return {answer: leave_one_out_accuracy(answer, answers) for answer in sorted(set(answers))}
+
+
+def _parse_annotation(entry: Any, checker: RecordChecker) -> dict[str, Any]:
+    question_id = checker.get(entry, "question_id", int, "annotation with no question_id")
+    record = f"question id={question_id}"
+    raw_answers = checker.get(entry, "answers", list, record)
+    if not raw_answers:
+        raise checker.fail(record, "answers", "empty answer list")
+    answers = [normalize_answer(checker.text(answer, "answer", record)) for answer in raw_answers]
+    if not all(answers):
+        raise checker.fail(record, "answers", "an answer is empty after normalisation")
+    return {
+        "question_id": question_id,
+        "answers": answers,
+        "multiple_choice_answer": normalize_answer(checker.text(entry, "multiple_choice_answer", record)),
+        "question_type": entry.get("question_type", ""),
+        "answer_type": entry.get("answer_type", ""),
+    }
+
+
+def _read_annotations(
+    annotations_file: str | os.PathLike, skip_invalid: bool, report: SkipReport
+) -> dict[int, dict[str, Any]]:
+    checker = RecordChecker(annotations_file)
+    entries = checker.get(read_json(annotations_file), "annotations", list, "<root>")
+    seen: set[int] = set()
+
+    def parse(entry: Any) -> dict[str, Any]:
+        parsed = _parse_annotation(entry, checker)
+        checker.unique(seen, parsed["question_id"], f"question id={parsed['question_id']}", "question_id")
+        return parsed
+
+    return {item["question_id"]: item for item in collect_valid(entries, parse, skip_invalid, report)}
+
+
+def load_vqa(
+    questions_file: str | os.PathLike,
+    annotations_file: str | os.PathLike | None,
+    image_dir: str | os.PathLike,
+    answer_vocab: list[str] | None = None,
+    image_name_format: str = COCO_IMAGE_NAME_FORMAT,
+    streaming: bool = False,
+    skip_invalid: bool = False,
+    verify_images: bool = False,
+    report: SkipReport | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Load VQAv2 as one record per question.
+
+    Args:
+        questions_file: ``v2_OpenEnded_mscoco_<subtype>_questions.json``.
+        annotations_file: ``v2_mscoco_<subtype>_annotations.json``, or None for the unannotated test split.
+        image_dir: folder of the images.
+        answer_vocab: answer list (see :func:`build_answer_vocab`); fills ``label_ids``/``label_scores``.
+        image_name_format: file name of an image, formatted with ``image_id`` and the questions file's
+            ``data_subtype``; the default is COCO's ``COCO_val2014_000000397133.jpg`` pattern.
+        streaming, skip_invalid, verify_images, report: as in :func:`tasks.detection.load_coco_detection`.
+
+    Returns:
+        Records: ``image``, ``image_id``, ``question_id``, ``question``, ``question_type``, ``answer_type``,
+        ``multiple_choice_answer``, ``answers`` (the annotators' answers, normalised), ``answer_scores``
+        (``{answer, score}`` per distinct answer, see the module docstring), ``label_ids``/``label_scores``
+        (vocabulary indices and scores of the answers in ``answer_vocab``; empty without one).
+    """
+    report = SkipReport() if report is None else report
+    checker = RecordChecker(questions_file)
+    data = read_json(questions_file)
+    entries = checker.get(data, "questions", list, "<root>")
+    data_subtype = data.get("data_subtype", "")
+    annotations = None if annotations_file is None else _read_annotations(annotations_file, skip_invalid, report)
+    vocab_index = {answer: index for index, answer in enumerate(answer_vocab or [])}
+    seen: set[int] = set()
+
+    def parse(entry: Any) -> dict[str, Any]:
+        question_id = checker.get(entry, "question_id", int, "question with no question_id")
+        record = f"question id={question_id}"
+        checker.unique(seen, question_id, record, "question_id")
+        image_id = checker.get(entry, "image_id", int, record)
+        question = checker.text(entry, "question", record)
+        file_name = image_name_format.format(image_id=image_id, data_subtype=data_subtype)
+        path = checker.image_file(image_dir, file_name, f"{record} (image id={image_id})", verify_images)
+        annotation = {"answers": [], "multiple_choice_answer": "", "question_type": "", "answer_type": ""}
+        if annotations is not None:
+            if question_id not in annotations:
+                raise checker.fail(record, "question_id", f"no annotation in {annotations_file}")
+            annotation = annotations[question_id]
+        scores = answer_soft_scores(annotation["answers"])
+        labels = {vocab_index[answer]: score for answer, score in scores.items() if answer in vocab_index}
+        return {
+            "image": image_feature_value(path),
+            "image_id": image_id,
+            "question_id": question_id,
+            "question": question,
+            "question_type": annotation["question_type"],
+            "answer_type": annotation["answer_type"],
+            "multiple_choice_answer": annotation["multiple_choice_answer"],
+            "answers": annotation["answers"],
+            "answer_scores": {"answer": list(scores), "score": list(scores.values())},
+            "label_ids": list(labels),
+            "label_scores": list(labels.values()),
+        }
+
+    records = list(collect_valid(entries, parse, skip_invalid, report))
+    if annotations is not None:
+        unknown = set(annotations) - seen
+        if unknown and not skip_invalid:
+            raise RecordChecker(annotations_file).fail(
+                f"question id={min(unknown)}", "question_id", "unknown question id (not in the questions file)"
+            )
+    report.log_summary(str(questions_file))
+    return build_dataset(records, VQA_FEATURES, streaming)
+
+
+def build_answer_vocab(dataset: datasets.Dataset | datasets.IterableDataset, min_count: int = 1) -> list[str]:
+    """Answer vocabulary from the (normalised) annotator answers of a training dataset from :func:`load_vqa`.
+
+    Keeps answers given at least ``min_count`` times, most frequent first (ties alphabetical), so the order is
+    deterministic.
+    """
+    counts: Counter = Counter()
+    for answers in dataset.select_columns(["answers"]):
+        counts.update(answers["answers"])
+    kept = [answer for answer, count in counts.items() if count >= min_count]
+    return sorted(kept, key=lambda answer: (-counts[answer], answer))
+
+
+def save_answer_vocab(vocab: list[str], path: str | os.PathLike) -> None:
+    """Write the vocabulary as a JSON list."""
+    write_json(path, list(vocab))
+
+
+def load_answer_vocab(path: str | os.PathLike) -> list[str]:
+    """Read a vocabulary written by :func:`save_answer_vocab` (a JSON list of distinct strings)."""
+    vocab = read_json(path, expected=list)
+    if not all(isinstance(answer, str) for answer in vocab) or len(set(vocab)) != len(vocab):
+        raise RecordChecker(path).fail("<root>", "<root>", "expected a list of distinct strings")
+    return vocab

@@ -327,7 +327,10 @@ class Glipv2Processor(ProcessorMixin):
         flat_images = flatten_images(images) if images is not None else None
         texts = self._prepare_texts(text, max_length) if text is not None else None
         if flat_images is not None and texts is not None and len(flat_images) != len(texts):
-            raise ValueError(f"Got {len(flat_images)} images but {len(texts)} prompts; give one prompt per image.")
+            raise ValueError(
+                f"Got {len(flat_images)} images but {len(texts)} prompts; give one prompt per image (for the class "
+                "names of a single image pass them as one list: text=[labels])."
+            )
         data: dict[str, Any] = {}
         if flat_images is not None:
             data.update(self.image_processor(flat_images, return_tensors=return_tensors, **image_kwargs))

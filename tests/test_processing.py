@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -164,7 +167,7 @@ def test_call_with_label_lists(small_processor: Glipv2Processor) -> None:
 
 
 def test_call_errors(small_processor: Glipv2Processor) -> None:
-    with pytest.raises(ValueError, match="2 images but 1 prompts"):
+    with pytest.raises(ValueError, match=r"2 images but 1 prompts.*text=\[labels\]"):
         small_processor(images=[_image(), _image()], text=["cat"])
     with pytest.raises(ValueError, match="Prompt 1 is empty"):
         small_processor(images=[_image(), _image()], text=["cat", "  "])
@@ -237,6 +240,37 @@ def test_processor_save_load_round_trip(small_processor: Glipv2Processor, tmp_pa
     assert loaded.batch_decode(after["input_ids"], skip_special_tokens=True) == ["cat. traffic light", "hot dogs"]
     assert loaded.decode(after["input_ids"][1], skip_special_tokens=True) == "hot dogs"
     assert {"pixel_values", "pixel_mask", "input_ids", "attention_mask"} <= set(loaded.model_input_names)
+
+
+def test_remote_code_round_trip_without_the_package(small_processor: Glipv2Processor, tmp_path: Path) -> None:
+    """Saved with `register_for_auto_class`, the folder loads with trust_remote_code where glipv2 is not importable."""
+    try:
+        Glipv2ImageProcessor.register_for_auto_class("AutoImageProcessor")
+        Glipv2Processor.register_for_auto_class("AutoProcessor")
+        small_processor.save_pretrained(str(tmp_path / "saved"))
+    finally:
+        Glipv2ImageProcessor._auto_class = None
+        Glipv2Processor._auto_class = None
+    assert (tmp_path / "saved" / "processing_glipv2.py").exists()
+    assert (tmp_path / "saved" / "image_processing_glipv2.py").exists()
+    script = textwrap.dedent(
+        f"""
+        import sys, importlib.util
+        sys.path = [p for p in sys.path if p not in ({str(Path.cwd())!r}, "", ".")]
+        assert importlib.util.find_spec("glipv2") is None
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "saved")!r}, trust_remote_code=True)
+        out = processor(text=[["cat", "dog"]])
+        print(type(processor.image_processor).__name__, out["input_ids"].tolist())
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected_ids = [[2] + _ids(small_processor, "cat", ".", "dog") + [3]]
+    assert result.stdout.strip().splitlines()[-1] == f"Glipv2ImageProcessor {expected_ids}"
 
 
 # -------------------------------------------------------------------------------------------- post-processing

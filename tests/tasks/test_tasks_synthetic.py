@@ -1,0 +1,110 @@
+"""Synthetic multitask generator: determinism, held-out pairs, formats readable by every loader, speed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.captioning import load_coco_captions, load_karpathy_split
+from tasks.detection import load_coco_detection
+from tasks.grounding import load_mdetr_grounding
+from tasks.synthetic import COLORS, DEFAULT_HELD_OUT_PAIRS, SHAPES, generate_synthetic_multitask
+from tasks.synthetic.__main__ import main
+from tasks.vqa import build_answer_vocab, load_vqa
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_multitask(root, seed=3, num_train=40, num_val=10)
+    return root
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_same_seed_gives_identical_files(synthetic: Path, tmp_path: Path) -> None:
+    assert main(["--output", str(tmp_path / "again"), "--seed", "3", "--num-train", "40", "--num-val", "10"]) == 0
+    assert _digests(tmp_path / "again") == _digests(synthetic)
+    generate_synthetic_multitask(tmp_path / "other", seed=4, num_train=40, num_val=10)
+    assert (tmp_path / "other/annotations/instances_train.json").read_bytes() != (
+        synthetic / "annotations/instances_train.json"
+    ).read_bytes()
+
+
+def test_held_out_pairs(synthetic: Path) -> None:
+    metadata = json.loads((synthetic / "metadata.json").read_text())
+    held_out = {f"{color} {shape}" for color, shape in DEFAULT_HELD_OUT_PAIRS}
+    assert set(metadata["held_out_pairs"]) == held_out
+    names = {category["id"]: category["name"] for category in metadata["categories"]}
+
+    def pairs_in(split: str) -> list[set[str]]:
+        dataset, _ = load_coco_detection(
+            synthetic / f"annotations/instances_{split}.json", synthetic / "images" / split
+        )
+        return [{names[c] for c in objects["category_id"]} for objects in dataset["objects"]]
+
+    train = set().union(*pairs_in("train"))
+    assert not train & held_out
+    assert not set().union(*pairs_in("val")) & held_out
+    assert all(image & held_out for image in pairs_in("val_unseen"))
+    # each held-out pair's colour and shape are still seen in training, in other pairs
+    for color, shape in DEFAULT_HELD_OUT_PAIRS:
+        assert any(name.startswith(color + " ") for name in train) and any(
+            name.endswith(" " + shape) for name in train
+        )
+    assert {name.split()[0] for name in names.values()} == set(COLORS)
+    assert {name.split()[1] for name in names.values()} == set(SHAPES)
+
+
+def test_every_format_loads_and_agrees(synthetic: Path) -> None:
+    images = synthetic / "images" / "val"
+    detection, _ = load_coco_detection(synthetic / "annotations/instances_val.json", images)
+    grounding = load_mdetr_grounding(synthetic / "annotations/grounding_val.json", images)
+    captions = load_coco_captions(synthetic / "annotations/captions_val.json", images)
+    karpathy = load_karpathy_split(synthetic / "annotations/dataset_coco.json", synthetic / "images", "val")
+    vqa = load_vqa(
+        synthetic / "annotations/vqa_questions_val.json",
+        synthetic / "annotations/vqa_annotations_val.json",
+        images,
+        image_name_format="{image_id:06d}.png",
+    )
+    assert len(detection) == len(grounding) == len(captions) == len(karpathy) == 10
+    assert len(vqa) >= 10 and set(build_answer_vocab(vqa)) <= {str(n) for n in range(5)} | set(COLORS) | set(SHAPES)
+    names = {i + 1: f"{c} {s}" for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
+    for det, ground, cap, karp in zip(detection, grounding, captions, karpathy):
+        assert det["objects"]["bbox"] == ground["objects"]["bbox"]
+        assert cap["captions"] == [ground["caption"]] == karp["captions"]
+        spans = [ground["caption"][b:e] for [[b, e]] in ground["objects"]["tokens_positive"]]
+        assert spans == [names[c] for c in det["objects"]["category_id"]]
+        # objects are listed left to right, as the caption reads
+        centres = [x + w / 2 for x, _, w, _ in det["objects"]["bbox"]]
+        assert centres == sorted(centres)
+        assert 1 <= len(centres) <= 4
+
+
+def test_boxes_are_tight_around_drawn_pixels(synthetic: Path) -> None:
+    dataset, _ = load_coco_detection(synthetic / "annotations/instances_train.json", synthetic / "images/train")
+    record = next(row for row in dataset if len(row["objects"]["bbox"]) == 1)
+    x, y, w, h = (int(v) for v in record["objects"]["bbox"][0])
+    image = record["image"].convert("RGB")
+    background = image.getpixel((0, 0)) if (x, y) != (0, 0) else image.getpixel((127, 127))
+    columns = [i for i in range(image.width) if any(image.getpixel((i, j)) != background for j in range(image.height))]
+    rows = [j for j in range(image.height) if any(image.getpixel((i, j)) != background for i in range(image.width))]
+    assert abs(columns[0] - x) <= 1 and abs(columns[-1] + 1 - (x + w)) <= 1
+    assert abs(rows[0] - y) <= 1 and abs(rows[-1] + 1 - (y + h)) <= 1
+
+
+def test_generation_is_fast(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    generate_synthetic_multitask(tmp_path, seed=0, num_train=300, num_val=50)
+    assert 400 / (time.perf_counter() - start) >= 200

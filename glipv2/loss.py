@@ -133,7 +133,7 @@ def token_sigmoid_focal_loss(
     Returns:
         Scalar: the sum over all kept elements.
     """
-    keep = (text_mask > 0).unsqueeze(1).expand_as(logits)
+    keep = (text_mask.to(logits.device) > 0).unsqueeze(1).expand_as(logits)
     logits, targets = logits[keep], targets[keep].to(logits.dtype)
     prob = torch.sigmoid(logits)
     ce_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")

@@ -357,3 +357,22 @@ def _distributed_worker(rank: int, store_path: str, result_path: str) -> None:
 def test_num_pos_averaged_over_processes(tmp_path) -> None:
     mp.spawn(_distributed_worker, args=(str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2, join=True)
     assert [(tmp_path / f"result.{rank}").read_text() for rank in range(2)] == ["ok", "ok"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    logits, box_regression, centerness = _outputs(2, 3, seed=5)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0.0, 11.0, 7.0]]), "positive_map": torch.tensor([[0.0, 1.0, 0.0]])},
+        {"boxes": torch.zeros(0, 4), "positive_map": torch.zeros(0, 3)},
+    ]
+    loss = Glipv2GroundingLoss(topk=2)
+    on_cpu = loss(logits, box_regression, centerness, _anchors(), NUM_PER_LEVEL, mask, targets)
+    # Targets and mask stay on the CPU: the loss moves them.
+    on_cuda = loss(
+        logits.cuda(), box_regression.cuda(), centerness.cuda(), _anchors().cuda(), NUM_PER_LEVEL, mask, targets
+    )
+    for key, value in on_cpu.items():
+        torch.testing.assert_close(on_cuda[key].cpu(), value, rtol=1e-5, atol=1e-6)

@@ -241,3 +241,17 @@ def test_lvis_sized_vocabulary_is_fast() -> None:
     (result,) = post_process_grounding(logits, boxes, torch.zeros(1, num_anchors), levels, [positive_map])
     assert time.perf_counter() - start < 10.0
     assert len(result["scores"]) == 100 and int(result["labels"].max()) < 1203
+
+
+@needs_torchvision
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    logits, boxes, centerness, positive_maps = _random_outputs(num_labels=30, seed=7)
+    on_cpu = post_process_grounding(logits, boxes, centerness, _LEVELS, positive_maps, target_sizes=[(480, 640)] * 2)
+    on_cuda = post_process_grounding(
+        logits.cuda(), boxes.cuda(), centerness.cuda(), _LEVELS.cuda(), positive_maps, target_sizes=[(480, 640)] * 2
+    )
+    for ours, reference in zip(on_cuda, on_cpu):
+        for key in ("scores", "boxes", "labels"):
+            torch.testing.assert_close(ours[key].cpu(), reference[key], rtol=1e-4, atol=1e-4)

@@ -4,6 +4,11 @@ Follows ``ATSSPostProcessor`` with dot-product logits in the official ``maskrcnn
 (``convert_grounding_to_od_logits`` with ``SCORE_AGG = "MEAN"``, ``MODEL.ATSS.INFERENCE_TH = 0.05``,
 ``PRE_NMS_TOP_N = 1000``, ``NMS_TH = 0.6``, ``DETECTIONS_PER_IMG = 100`` in ``config/defaults.py``).
 NMS uses ``torchvision.ops.batched_nms`` when importable and a pure-PyTorch fallback otherwise.
+
+Box convention: ``pred_boxes`` are expected in the *continuous* convention, i.e. the official inclusive-pixel boxes
+with ``x2 + 1, y2 + 1`` (what ``modeling_glipv2_detection`` produces), normalised by the unpadded input size. Then
+clipping to ``[0, 1]`` is the official ``clip_to_image`` (``[0, W - 1]`` inclusive), and the plain IoU used here
+equals the official "+1" IoU of ``ml_nms`` (IoU is invariant to per-axis scaling), so no "+1" is needed here.
 """
 
 from __future__ import annotations

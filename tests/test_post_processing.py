@@ -255,3 +255,15 @@ def test_cuda_matches_cpu() -> None:
     for ours, reference in zip(on_cuda, on_cpu):
         for key in ("scores", "boxes", "labels"):
             torch.testing.assert_close(ours[key].cpu(), reference[key], rtol=1e-4, atol=1e-4)
+
+
+def test_plain_iou_of_continuous_boxes_is_official_plus_one_iou() -> None:
+    from glipv2.loss import pairwise_iou_legacy
+
+    inclusive, _ = _random_boxes(50, seed=11)
+    continuous = inclusive + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    expected = pairwise_iou_legacy(inclusive, inclusive)
+    torch.testing.assert_close(post_processing.box_iou(continuous, continuous), expected)
+    # and per-axis scaling (normalisation) leaves it unchanged
+    scale = torch.tensor([1 / 640, 1 / 480, 1 / 640, 1 / 480])
+    torch.testing.assert_close(post_processing.box_iou(continuous * scale, continuous * scale), expected)

@@ -192,6 +192,10 @@ def _yield_records(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     yield from records
 
 
+def _yield_nothing() -> Iterator[dict[str, Any]]:
+    yield from ()
+
+
 def build_dataset(
     records: list[dict[str, Any]], features: datasets.Features, streaming: bool
 ) -> datasets.Dataset | datasets.IterableDataset:
@@ -201,8 +205,9 @@ def build_dataset(
     streaming case the record list is passed as a shardable ``gen_kwargs`` list, so DataLoader workers split it.
     """
     if not records:
-        empty = datasets.Dataset.from_list([], features=features)
-        return empty.to_iterable_dataset() if streaming else empty
+        if streaming:
+            return datasets.IterableDataset.from_generator(_yield_nothing, features=features)
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     if streaming:
         return datasets.IterableDataset.from_generator(
             _yield_records, features=features, gen_kwargs={"records": records}

@@ -71,7 +71,8 @@ def _parse_annotation(entry: Any, checker: RecordChecker) -> dict[str, Any]:
 
 def _read_annotations(
     annotations_file: str | os.PathLike, skip_invalid: bool, report: SkipReport
-) -> dict[int, dict[str, Any]]:
+) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """Valid annotations by question id, and the ids of the skipped ones (already counted in ``report``)."""
     checker = RecordChecker(annotations_file)
     entries = checker.get(read_json(annotations_file), "annotations", list, "<root>")
     seen: set[int] = set()
@@ -81,7 +82,9 @@ def _read_annotations(
         checker.unique(seen, parsed["question_id"], f"question id={parsed['question_id']}", "question_id")
         return parsed
 
-    return {item["question_id"]: item for item in collect_valid(entries, parse, skip_invalid, report)}
+    valid = {item["question_id"]: item for item in collect_valid(entries, parse, skip_invalid, report)}
+    declared = {entry.get("question_id") for entry in entries if isinstance(entry, dict)}
+    return valid, {question_id for question_id in declared if isinstance(question_id, int)} - set(valid)
 
 
 def load_vqa(
@@ -117,14 +120,18 @@ def load_vqa(
     data = read_json(questions_file)
     entries = checker.get(data, "questions", list, "<root>")
     data_subtype = data.get("data_subtype", "")
-    annotations = None if annotations_file is None else _read_annotations(annotations_file, skip_invalid, report)
+    annotations, rejected = None, set()
+    if annotations_file is not None:
+        annotations, rejected = _read_annotations(annotations_file, skip_invalid, report)
     vocab_index = {answer: index for index, answer in enumerate(answer_vocab or [])}
     seen: set[int] = set()
 
-    def parse(entry: Any) -> dict[str, Any]:
+    def parse(entry: Any) -> dict[str, Any] | None:
         question_id = checker.get(entry, "question_id", int, "question with no question_id")
         record = f"question id={question_id}"
         checker.unique(seen, question_id, record, "question_id")
+        if question_id in rejected:
+            return None  # its annotation was skipped (and counted) already
         image_id = checker.get(entry, "image_id", int, record)
         question = checker.text(entry, "question", record)
         file_name = image_name_format.format(image_id=image_id, data_subtype=data_subtype)
@@ -150,13 +157,14 @@ def load_vqa(
             "label_scores": list(labels.values()),
         }
 
-    records = list(collect_valid(entries, parse, skip_invalid, report))
-    if annotations is not None:
-        unknown = set(annotations) - seen
-        if unknown and not skip_invalid:
-            raise RecordChecker(annotations_file).fail(
-                f"question id={min(unknown)}", "question_id", "unknown question id (not in the questions file)"
-            )
+    records = [record for record in collect_valid(entries, parse, skip_invalid, report) if record is not None]
+    for question_id in sorted(set(annotations or {}) - seen):
+        error = RecordChecker(annotations_file).fail(
+            f"question id={question_id}", "question_id", f"unknown question id (not in {questions_file})"
+        )
+        if not skip_invalid:
+            raise error
+        report.add(error)
     report.log_summary(str(questions_file))
     return build_dataset(records, VQA_FEATURES, streaming)
 

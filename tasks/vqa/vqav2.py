@@ -69,6 +69,24 @@ def _parse_annotation(entry: Any, checker: RecordChecker) -> dict[str, Any]:
     }
 
 
+EMPTY_ANNOTATION = {"answers": [], "multiple_choice_answer": "", "question_type": "", "answer_type": ""}
+
+
+def _answer_fields(annotation: dict[str, Any], vocab_index: dict[str, int]) -> dict[str, Any]:
+    """The answer columns of a record: annotation fields, soft scores, and vocabulary labels."""
+    scores = answer_soft_scores(annotation["answers"])
+    labels = {vocab_index[answer]: score for answer, score in scores.items() if answer in vocab_index}
+    return {
+        "question_type": annotation["question_type"],
+        "answer_type": annotation["answer_type"],
+        "multiple_choice_answer": annotation["multiple_choice_answer"],
+        "answers": annotation["answers"],
+        "answer_scores": {"answer": list(scores), "score": list(scores.values())},
+        "label_ids": list(labels),
+        "label_scores": list(labels.values()),
+    }
+
+
 def _read_annotations(
     annotations_file: str | os.PathLike, skip_invalid: bool, report: SkipReport
 ) -> tuple[dict[int, dict[str, Any]], set[int]]:
@@ -136,26 +154,13 @@ def load_vqa(
         question = checker.text(entry, "question", record)
         file_name = image_name_format.format(image_id=image_id, data_subtype=data_subtype)
         path = checker.image_file(image_dir, file_name, f"{record} (image id={image_id})", verify_images)
-        annotation = {"answers": [], "multiple_choice_answer": "", "question_type": "", "answer_type": ""}
+        annotation = EMPTY_ANNOTATION
         if annotations is not None:
             if question_id not in annotations:
                 raise checker.fail(record, "question_id", f"no annotation in {annotations_file}")
             annotation = annotations[question_id]
-        scores = answer_soft_scores(annotation["answers"])
-        labels = {vocab_index[answer]: score for answer, score in scores.items() if answer in vocab_index}
-        return {
-            "image": image_feature_value(path),
-            "image_id": image_id,
-            "question_id": question_id,
-            "question": question,
-            "question_type": annotation["question_type"],
-            "answer_type": annotation["answer_type"],
-            "multiple_choice_answer": annotation["multiple_choice_answer"],
-            "answers": annotation["answers"],
-            "answer_scores": {"answer": list(scores), "score": list(scores.values())},
-            "label_ids": list(labels),
-            "label_scores": list(labels.values()),
-        }
+        fields = {"image": image_feature_value(path), "image_id": image_id, "question_id": question_id}
+        return {**fields, "question": question, **_answer_fields(annotation, vocab_index)}
 
     records = [record for record in collect_valid(entries, parse, skip_invalid, report) if record is not None]
     for question_id in sorted(set(annotations or {}) - seen):

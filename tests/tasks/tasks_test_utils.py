@@ -11,6 +11,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 METRICS = REPO_ROOT / "tasks" / "metrics"
 
 
+Mutation = Callable[[dict[str, Any]], None]
+WriteVariant = Callable[[str, Mutation], str]
+
+
 def set_key(path: tuple, value: Any) -> Callable[[dict[str, Any]], None]:
     """A mutation setting ``data[path[0]][path[1]]... = value``."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 from PIL import Image
-from tasks_test_utils import FIXTURES, set_key
+from tasks_test_utils import FIXTURES, Mutation, WriteVariant, set_key
 
 from tasks.captioning import CAPTION_FEATURES, load_coco_captions, load_karpathy_split
 from tasks.classification import PAIR_FEATURES, load_image_text_pairs
@@ -40,7 +40,9 @@ def test_coco_captions_records(image_dir: Path) -> None:
         (set_key(("annotations", 1, "caption"), 7), "caption", "caption id=370584"),
     ],
 )
-def test_coco_captions_bad_input(image_dir: Path, write_variant, mutate, field: str, record: str) -> None:
+def test_coco_captions_bad_input(
+    image_dir: Path, write_variant: WriteVariant, mutate: Mutation, field: str, record: str
+) -> None:
     path = write_variant("captions.json", mutate)
     with pytest.raises(Glipv2DataError, match=rf"{record}.*field '{field}'"):
         load_coco_captions(path, image_dir)
@@ -61,7 +63,7 @@ def test_karpathy_split(image_dir: Path) -> None:
         load_karpathy_split(KARPATHY, image_dir, "dev")
 
 
-def test_karpathy_bad_input(image_dir: Path, write_variant) -> None:
+def test_karpathy_bad_input(image_dir: Path, write_variant: WriteVariant) -> None:
     path = write_variant("dataset_coco.json", set_key(("images", 0, "sentences", 1, "raw"), " "))
     with pytest.raises(Glipv2DataError, match=r"image id=397133: field 'raw'"):
         load_karpathy_split(path, image_dir, "test")

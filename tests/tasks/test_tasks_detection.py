@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from tasks_test_utils import FIXTURES, delete_key, set_key
+from tasks_test_utils import FIXTURES, Mutation, WriteVariant, delete_key, set_key
 
 from tasks.common import Glipv2DataError, SkipReport
 from tasks.detection import DETECTION_FEATURES, load_coco_detection
@@ -50,7 +50,7 @@ def test_streaming_gives_the_same_records(image_dir: Path) -> None:
     assert rows == list(dataset.remove_columns("image"))
 
 
-def test_missing_area_and_iscrowd_get_defaults(image_dir: Path, write_variant) -> None:
+def test_missing_area_and_iscrowd_get_defaults(image_dir: Path, write_variant: WriteVariant) -> None:
     def drop(data: dict) -> None:
         del data["annotations"][0]["area"], data["annotations"][0]["iscrowd"]
 
@@ -75,7 +75,9 @@ BAD_ANNOTATIONS = [
 
 
 @pytest.mark.parametrize(("case", "mutate", "field"), BAD_ANNOTATIONS, ids=[case[0] for case in BAD_ANNOTATIONS])
-def test_bad_annotation_raises_then_skips(image_dir: Path, write_variant, case: str, mutate, field: str) -> None:
+def test_bad_annotation_raises_then_skips(
+    image_dir: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str
+) -> None:
     path = write_variant("coco_instances.json", mutate)
     with pytest.raises(Glipv2DataError) as error:
         load_coco_detection(path, image_dir)
@@ -98,7 +100,9 @@ BAD_IMAGES = [
 
 
 @pytest.mark.parametrize(("case", "mutate", "field"), BAD_IMAGES, ids=[case[0] for case in BAD_IMAGES])
-def test_bad_image_raises_then_skips(image_dir: Path, write_variant, case: str, mutate, field: str) -> None:
+def test_bad_image_raises_then_skips(
+    image_dir: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str
+) -> None:
     path = write_variant("coco_instances.json", mutate)
     with pytest.raises(Glipv2DataError, match=rf"image id=397133: field '{field}'") as error:
         load_coco_detection(path, image_dir)
@@ -109,14 +113,14 @@ def test_bad_image_raises_then_skips(image_dir: Path, write_variant, case: str, 
     assert len(dataset) == 1
 
 
-def test_skips_are_logged(image_dir: Path, write_variant, caplog: pytest.LogCaptureFixture) -> None:
+def test_skips_are_logged(image_dir: Path, write_variant: WriteVariant, caplog: pytest.LogCaptureFixture) -> None:
     path = write_variant("coco_instances.json", set_key(("annotations", 0, "category_id"), 999))
     with caplog.at_level(logging.WARNING):
         load_coco_detection(path, image_dir, skip_invalid=True)
     assert "skipping invalid record" in caplog.text and "skipped 1 invalid records" in caplog.text
 
 
-def test_corrupt_image_is_caught_by_verify(tmp_path: Path, image_dir: Path, write_variant) -> None:
+def test_corrupt_image_is_caught_by_verify(tmp_path: Path, image_dir: Path, write_variant: WriteVariant) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "000000037777.jpg").write_bytes((image_dir / "000000037777.jpg").read_bytes())
     path = write_variant("coco_instances.json", set_key(("images", 0, "file_name"), "broken.jpg"))
@@ -136,7 +140,7 @@ def test_unparseable_and_missing_files(tmp_path: Path, image_dir: Path) -> None:
         load_coco_detection(tmp_path / "list.json", image_dir)
 
 
-def test_missing_top_level_key(image_dir: Path, write_variant) -> None:
+def test_missing_top_level_key(image_dir: Path, write_variant: WriteVariant) -> None:
     path = write_variant("coco_instances.json", delete_key(("categories",)))
     with pytest.raises(Glipv2DataError, match=r"<root>: field 'categories': missing key"):
         load_coco_detection(path, image_dir)

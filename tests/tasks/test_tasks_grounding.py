@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tasks_test_utils import FIXTURES, delete_key, set_key
+from tasks_test_utils import FIXTURES, Mutation, WriteVariant, delete_key, set_key
 
 from tasks.common import Glipv2DataError, SkipReport
 from tasks.grounding import GROUNDING_FEATURES, MISSING_ID, load_mdetr_grounding
@@ -34,7 +34,7 @@ def test_records_field_by_field(image_dir: Path) -> None:
     assert [second["caption"][b:e] for b, e in second["objects"]["tokens_positive"][0]] == ["Two young", "White males"]
 
 
-def test_absent_phrase_ids_become_missing_id(image_dir: Path, write_variant) -> None:
+def test_absent_phrase_ids_become_missing_id(image_dir: Path, write_variant: WriteVariant) -> None:
     def drop(data: dict) -> None:
         for annotation in data["annotations"]:
             del annotation["phrase_ids"]
@@ -57,7 +57,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "mutate", "field", "record"), BAD, ids=[case[0] for case in BAD])
-def test_bad_input(image_dir: Path, write_variant, case: str, mutate, field: str, record: str) -> None:
+def test_bad_input(
+    image_dir: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str, record: str
+) -> None:
     path = write_variant("mdetr_flickr.json", mutate)
     with pytest.raises(Glipv2DataError) as error:
         load_mdetr_grounding(path, image_dir)

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import evaluate
 import pytest
@@ -83,7 +84,7 @@ def _predictions(ground_truth: dict) -> list[dict]:
     return list(per_image.values())
 
 
-def test_coco_detection_equals_pycocotools(tmp_path) -> None:
+def test_coco_detection_equals_pycocotools(tmp_path: Path) -> None:
     ground_truth = _ground_truth()
     predictions = _predictions(ground_truth)
     path = tmp_path / "gt.json"

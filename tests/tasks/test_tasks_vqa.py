@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tasks_test_utils import FIXTURES, delete_key, set_key
+from tasks_test_utils import FIXTURES, Mutation, WriteVariant, delete_key, set_key
 
 from tasks.common import Glipv2DataError, SkipReport
 from tasks.vqa import VQA_FEATURES, build_answer_vocab, load_answer_vocab, load_vqa, save_answer_vocab
@@ -91,7 +91,9 @@ BAD_ANNOTATIONS = [
 
 
 @pytest.mark.parametrize(("case", "mutate", "field", "record"), BAD_ANNOTATIONS, ids=[c[0] for c in BAD_ANNOTATIONS])
-def test_bad_annotations(image_dir: Path, write_variant, case: str, mutate, field: str, record: str) -> None:
+def test_bad_annotations(
+    image_dir: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str, record: str
+) -> None:
     path = write_variant("vqa_annotations.json", mutate)
     with pytest.raises(Glipv2DataError) as error:
         load_vqa(QUESTIONS, path, image_dir)
@@ -112,7 +114,7 @@ BAD_QUESTIONS = [
 
 
 @pytest.mark.parametrize(("case", "mutate", "field"), BAD_QUESTIONS, ids=[c[0] for c in BAD_QUESTIONS])
-def test_bad_questions(image_dir: Path, write_variant, case: str, mutate, field: str) -> None:
+def test_bad_questions(image_dir: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str) -> None:
     path = write_variant("vqa_questions.json", mutate)
     with pytest.raises(Glipv2DataError, match=rf"question id=\d+.*field '{field}'") as error:
         load_vqa(path, None, image_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.common import write_json
@@ -40,6 +41,40 @@ CATEGORIES = [
     {"id": index + 1, "name": pair_name(pair), "supercategory": pair[1]} for index, pair in enumerate(ALL_PAIRS)
 ]
 CATEGORY_IDS = {category["name"]: category["id"] for category in CATEGORIES}
+
+
+@dataclass(frozen=True)
+class SyntheticSplitPaths:
+    """Where :func:`generate_synthetic_multitask` put one split's files (arguments for the loaders)."""
+
+    image_dir: str
+    instances: str
+    grounding: str
+    vqa_questions: str
+    vqa_annotations: str
+    captions: str
+    karpathy: str
+    karpathy_image_root: str
+    karpathy_split: str
+    vqa_image_name_format: str = "{image_id:06d}.png"
+
+
+def split_paths(output_dir: str | os.PathLike, split: str) -> SyntheticSplitPaths:
+    """The file paths of ``split`` (one of :data:`SPLITS`) under ``output_dir``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    annotations = os.path.join(output_dir, "annotations")
+    return SyntheticSplitPaths(
+        image_dir=os.path.join(output_dir, "images", split),
+        instances=os.path.join(annotations, f"instances_{split}.json"),
+        grounding=os.path.join(annotations, f"grounding_{split}.json"),
+        vqa_questions=os.path.join(annotations, f"vqa_questions_{split}.json"),
+        vqa_annotations=os.path.join(annotations, f"vqa_annotations_{split}.json"),
+        captions=os.path.join(annotations, f"captions_{split}.json"),
+        karpathy=os.path.join(annotations, "dataset_coco.json"),
+        karpathy_image_root=os.path.join(output_dir, "images"),
+        karpathy_split=KARPATHY_SPLIT[split],
+    )
 
 
 def _split_json(

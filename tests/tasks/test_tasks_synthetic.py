@@ -12,7 +12,7 @@ import pytest
 from tasks.captioning import load_coco_captions, load_karpathy_split
 from tasks.detection import load_coco_detection
 from tasks.grounding import load_mdetr_grounding
-from tasks.synthetic import COLORS, DEFAULT_HELD_OUT_PAIRS, SHAPES, generate_synthetic_multitask
+from tasks.synthetic import COLORS, DEFAULT_HELD_OUT_PAIRS, SHAPES, generate_synthetic_multitask, split_paths
 from tasks.synthetic.__main__ import main
 from tasks.vqa import build_answer_vocab, load_vqa
 
@@ -67,16 +67,13 @@ def test_held_out_pairs(synthetic: Path) -> None:
 
 
 def test_every_format_loads_and_agrees(synthetic: Path) -> None:
-    images = synthetic / "images" / "val"
-    detection, _ = load_coco_detection(synthetic / "annotations/instances_val.json", images)
-    grounding = load_mdetr_grounding(synthetic / "annotations/grounding_val.json", images)
-    captions = load_coco_captions(synthetic / "annotations/captions_val.json", images)
-    karpathy = load_karpathy_split(synthetic / "annotations/dataset_coco.json", synthetic / "images", "val")
+    paths = split_paths(synthetic, "val")
+    detection, _ = load_coco_detection(paths.instances, paths.image_dir)
+    grounding = load_mdetr_grounding(paths.grounding, paths.image_dir)
+    captions = load_coco_captions(paths.captions, paths.image_dir)
+    karpathy = load_karpathy_split(paths.karpathy, paths.karpathy_image_root, paths.karpathy_split)
     vqa = load_vqa(
-        synthetic / "annotations/vqa_questions_val.json",
-        synthetic / "annotations/vqa_annotations_val.json",
-        images,
-        image_name_format="{image_id:06d}.png",
+        paths.vqa_questions, paths.vqa_annotations, paths.image_dir, image_name_format=paths.vqa_image_name_format
     )
     assert len(detection) == len(grounding) == len(captions) == len(karpathy) == 10
     assert len(vqa) >= 10 and set(build_answer_vocab(vqa)) <= {str(n) for n in range(5)} | set(COLORS) | set(SHAPES)

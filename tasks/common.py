@@ -137,12 +137,54 @@ class RecordChecker:
         if not os.path.isfile(path):
             raise self.fail(record, "file_name", f"image file not found: {path}")
         if verify:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except Exception as error:  # PIL raises many types for broken files
-                raise self.fail(record, "file_name", f"corrupt image file {path}: {error}") from error
+            problem = image_problem(path)
+            if problem is not None:
+                raise self.fail(record, "file_name", problem)
         return path
+
+
+def image_problem(path: str) -> str | None:
+    """Why the image file at ``path`` does not decode with PIL, or None when it does (``Image.verify``)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for broken files
+        return f"corrupt image file {path}: {error}"
+    return None
+
+
+@dataclass
+class LazyImageCheck:
+    """Verifies each record's image when a streamed record is produced, instead of all images up front.
+
+    Used by the loaders for ``streaming=True, verify_images=True``: a broken image raises
+    :class:`Glipv2DataError` (naming the file, the record's question/image id and ``file_name``) during
+    iteration, or with ``skip_invalid`` is skipped and counted in ``report``.
+    """
+
+    file: str
+    skip_invalid: bool
+    report: SkipReport
+
+    def accept(self, record: dict[str, Any]) -> bool:
+        """True when the record's image decodes; otherwise raise, or count and return False."""
+        path = record["image"]["path"]
+        problem = image_problem(path)
+        if problem is None:
+            return True
+        ids = [f"{key.replace('_', ' ')}={record[key]}" for key in ("question_id", "image_id") if key in record]
+        error = Glipv2DataError(self.file, " ".join(ids) or f"image {path}", "file_name", problem)
+        if not self.skip_invalid:
+            raise error
+        self.report.add(error)
+        return False
+
+
+def lazy_image_check(
+    file: str | os.PathLike, verify_images: bool, streaming: bool, skip_invalid: bool, report: SkipReport
+) -> LazyImageCheck | None:
+    """The check to run while streaming, when images are to be verified and the dataset is streamed."""
+    return LazyImageCheck(str(file), skip_invalid, report) if verify_images and streaming else None
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -188,8 +230,12 @@ def collect_valid(
             report.add(error)
 
 
-def _yield_records(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield from records
+def _yield_records(
+    records: list[dict[str, Any]], lazy_check: LazyImageCheck | None = None
+) -> Iterator[dict[str, Any]]:
+    for record in records:
+        if lazy_check is None or lazy_check.accept(record):
+            yield record
 
 
 def _yield_nothing() -> Iterator[dict[str, Any]]:
@@ -197,12 +243,16 @@ def _yield_nothing() -> Iterator[dict[str, Any]]:
 
 
 def build_dataset(
-    records: list[dict[str, Any]], features: datasets.Features, streaming: bool
+    records: list[dict[str, Any]],
+    features: datasets.Features,
+    streaming: bool,
+    lazy_check: LazyImageCheck | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Build a map-style ``Dataset`` (or an ``IterableDataset`` when ``streaming``) from validated records.
 
     Images are stored as ``{"path": ..., "bytes": None}`` and decoded lazily by ``datasets.Image()``. In the
-    streaming case the record list is passed as a shardable ``gen_kwargs`` list, so DataLoader workers split it.
+    streaming case the record list is passed as a shardable ``gen_kwargs`` list, so DataLoader workers split it,
+    and ``lazy_check`` (if any) verifies each image as its record is produced.
     """
     if not records:
         if streaming:
@@ -210,7 +260,7 @@ def build_dataset(
         return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     if streaming:
         return datasets.IterableDataset.from_generator(
-            _yield_records, features=features, gen_kwargs={"records": records}
+            _yield_records, features=features, gen_kwargs={"records": records, "lazy_check": lazy_check}
         )
     return datasets.Dataset.from_generator(_yield_records, features=features, gen_kwargs={"records": records})
 

@@ -14,6 +14,7 @@ from tasks.common import (
     build_dataset,
     collect_valid,
     image_feature_value,
+    lazy_image_check,
     read_json,
 )
 from tasks.detection.coco import parse_images
@@ -53,7 +54,7 @@ def load_coco_captions(
     checker = RecordChecker(annotation_file)
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
-    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images)
+    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images and not streaming)
     captions: dict[int, list[tuple[int, str]]] = {image_id: [] for image_id in images}
     seen: set[int] = set()
 
@@ -80,7 +81,8 @@ def load_coco_captions(
         for image_id, image in images.items()
     ]
     report.log_summary(str(annotation_file))
-    return build_dataset(records, CAPTION_FEATURES, streaming)
+    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, CAPTION_FEATURES, streaming, lazy_check)
 
 
 def load_karpathy_split(
@@ -127,7 +129,9 @@ def load_karpathy_split(
         captions = [checker.text(sentence, "raw", record).strip() for sentence in sentences]
         caption_ids = [checker.get(sentence, "sentid", int, record) for sentence in sentences]
         return {
-            "image": image_feature_value(checker.image_file(image_root, file_name, record, verify_images)),
+            "image": image_feature_value(
+                checker.image_file(image_root, file_name, record, verify_images and not streaming)
+            ),
             "image_id": image_id,
             "file_name": file_name,
             "captions": captions,
@@ -136,4 +140,5 @@ def load_karpathy_split(
 
     records = [record for record in collect_valid(entries, parse, skip_invalid, report) if record is not None]
     report.log_summary(str(path))
-    return build_dataset(records, CAPTION_FEATURES, streaming)
+    lazy_check = lazy_image_check(path, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, CAPTION_FEATURES, streaming, lazy_check)

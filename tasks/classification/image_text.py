@@ -8,7 +8,7 @@ from typing import Any
 
 import datasets
 
-from tasks.common import RecordChecker, SkipReport, build_dataset, collect_valid, image_feature_value
+from tasks.common import RecordChecker, SkipReport, build_dataset, collect_valid, image_feature_value, lazy_image_check
 
 PAIR_FEATURES = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
 
@@ -63,13 +63,16 @@ def load_image_text_pairs(
         text = checker.text(entry, text_column, record).strip()
         image_path = checker.text(entry, image_column, record)
         return {
-            "image": image_feature_value(checker.image_file(root, image_path, record, verify_images)),
+            "image": image_feature_value(
+                checker.image_file(root, image_path, record, verify_images and not streaming)
+            ),
             "text": text,
         }
 
     records = list(collect_valid(_read_jsonl(dataset_or_path, checker), parse, skip_invalid, report))
     report.log_summary(str(dataset_or_path))
-    return build_dataset(records, PAIR_FEATURES, streaming)
+    lazy_check = lazy_image_check(dataset_or_path, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, PAIR_FEATURES, streaming, lazy_check)
 
 
 def _from_dataset(

@@ -14,6 +14,7 @@ from tasks.common import (
     build_dataset,
     collect_valid,
     image_feature_value,
+    lazy_image_check,
     read_json,
 )
 
@@ -161,7 +162,8 @@ def load_coco_detection(
         streaming: return an ``IterableDataset`` instead of a ``Dataset``.
         skip_invalid: skip invalid images and annotations (logged, and counted in ``report``) instead of
             raising :class:`~tasks.common.Glipv2DataError`.
-        verify_images: also check that every image decodes (otherwise only that the file exists).
+        verify_images: also check that every image decodes -- up front, or with ``streaming`` as each record is
+            produced. Without it, only that each image file exists is checked (always up front).
         report: a :class:`~tasks.common.SkipReport` that receives the skipped-record counts.
 
     Returns:
@@ -174,7 +176,7 @@ def load_coco_detection(
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
     categories = parse_categories(data, checker)
-    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images)
+    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images and not streaming)
     grouped = parse_annotations(
         data, checker, images, declared, skip_invalid, report, category_ids={c["id"] for c in categories}
     )
@@ -190,4 +192,5 @@ def load_coco_detection(
         for image_id, image in images.items()
     ]
     report.log_summary(str(annotation_file))
-    return build_dataset(records, DETECTION_FEATURES, streaming), categories
+    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, DETECTION_FEATURES, streaming, lazy_check), categories

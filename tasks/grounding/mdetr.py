@@ -7,7 +7,7 @@ from typing import Any
 
 import datasets
 
-from tasks.common import RecordChecker, SkipReport, build_dataset, image_feature_value, read_json
+from tasks.common import RecordChecker, SkipReport, build_dataset, image_feature_value, lazy_image_check, read_json
 from tasks.detection.coco import columns, parse_annotations, parse_images
 
 GROUNDING_OBJECT_FEATURES = {
@@ -80,7 +80,7 @@ def load_mdetr_grounding(
         image_dir,
         skip_invalid,
         report,
-        verify_images,
+        verify_images and not streaming,
         extra=lambda entry, record: _image_caption(entry, record, checker),
     )
     grouped = parse_annotations(
@@ -105,4 +105,5 @@ def load_mdetr_grounding(
         for image_id, image in images.items()
     ]
     report.log_summary(str(annotation_file))
-    return build_dataset(records, GROUNDING_FEATURES, streaming)
+    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, GROUNDING_FEATURES, streaming, lazy_check)

@@ -20,6 +20,7 @@ from tasks.common import (
     build_dataset,
     collect_valid,
     image_feature_value,
+    lazy_image_check,
     read_json,
     write_json,
 )
@@ -153,7 +154,9 @@ def load_vqa(
         image_id = checker.get(entry, "image_id", int, record)
         question = checker.text(entry, "question", record)
         file_name = image_name_format.format(image_id=image_id, data_subtype=data_subtype)
-        path = checker.image_file(image_dir, file_name, f"{record} (image id={image_id})", verify_images)
+        path = checker.image_file(
+            image_dir, file_name, f"{record} (image id={image_id})", verify_images and not streaming
+        )
         annotation = EMPTY_ANNOTATION
         if annotations is not None:
             if question_id not in annotations:
@@ -171,7 +174,8 @@ def load_vqa(
             raise error
         report.add(error)
     report.log_summary(str(questions_file))
-    return build_dataset(records, VQA_FEATURES, streaming)
+    lazy_check = lazy_image_check(questions_file, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, VQA_FEATURES, streaming, lazy_check)
 
 
 def build_answer_vocab(dataset: datasets.Dataset | datasets.IterableDataset, min_count: int = 1) -> list[str]:

@@ -144,3 +144,21 @@ def test_missing_top_level_key(image_dir: Path, write_variant: WriteVariant) -> 
     path = write_variant("coco_instances.json", delete_key(("categories",)))
     with pytest.raises(Glipv2DataError, match=r"<root>: field 'categories': missing key"):
         load_coco_detection(path, image_dir)
+
+
+def test_streaming_verifies_images_as_records_are_produced(
+    tmp_path: Path, image_dir: Path, write_variant: WriteVariant
+) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "000000037777.jpg").write_bytes((image_dir / "000000037777.jpg").read_bytes())
+    path = write_variant("coco_instances.json", set_key(("images", 0, "file_name"), "broken.jpg"))
+    streamed, _ = load_coco_detection(path, tmp_path, streaming=True, verify_images=True)  # nothing read yet
+    with pytest.raises(Glipv2DataError, match=r"image id=397133: field 'file_name': corrupt image"):
+        list(streamed)
+    report = SkipReport()
+    streamed, _ = load_coco_detection(
+        path, tmp_path, streaming=True, verify_images=True, skip_invalid=True, report=report
+    )
+    assert report.total == 0
+    assert [row["image_id"] for row in streamed] == [37777]
+    assert report.counts == {"file_name": 1}

@@ -17,8 +17,8 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-# COCO / LVIS boxes are stored as rounded floats and may end a fraction of a pixel past the image border;
-# anything further out is a broken record.
+# COCO / LVIS boxes are stored as rounded floats and may end a fraction of a pixel past the right or bottom image
+# border; anything further out (or any negative coordinate) is a broken record.
 BOX_TOLERANCE_PX = 1.0
 
 
@@ -102,8 +102,10 @@ class RecordChecker:
             raise self.fail(record, key, f"non-finite value in {bbox!r}")
         if w <= 0 or h <= 0:
             raise self.fail(record, key, f"zero or negative size in {bbox!r}")
+        if x < 0 or y < 0:
+            raise self.fail(record, key, f"negative coordinate in {bbox!r}")
         tol = BOX_TOLERANCE_PX
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+        if x + w > width + tol or y + h > height + tol:
             raise self.fail(record, key, f"box {bbox!r} lies outside the {width}x{height} image")
         return [x, y, w, h]
 

@@ -50,6 +50,12 @@ def test_streaming_gives_the_same_records(image_dir: Path) -> None:
     assert rows == list(dataset.remove_columns("image"))
 
 
+def test_box_may_end_within_one_pixel_of_the_border(image_dir: Path, write_variant: WriteVariant) -> None:
+    path = write_variant("coco_instances.json", set_key(("annotations", 0, "bbox"), [600.0, 400.0, 40.9, 27.9]))
+    dataset, _ = load_coco_detection(path, image_dir)
+    assert dataset[0]["objects"]["bbox"][0] == [600.0, 400.0, 40.9, 27.9]
+
+
 def test_missing_area_and_iscrowd_get_defaults(image_dir: Path, write_variant: WriteVariant) -> None:
     def drop(data: dict) -> None:
         del data["annotations"][0]["area"], data["annotations"][0]["iscrowd"]
@@ -61,6 +67,7 @@ def test_missing_area_and_iscrowd_get_defaults(image_dir: Path, write_variant: W
 
 BAD_ANNOTATIONS = [
     ("negative box", set_key(("annotations", 0, "bbox"), [-20.0, 5.0, 10.0, 10.0]), "bbox"),
+    ("slightly negative", set_key(("annotations", 0, "bbox"), [5.0, -0.5, 10.0, 10.0]), "bbox"),
     ("outside image", set_key(("annotations", 0, "bbox"), [600.0, 5.0, 100.0, 10.0]), "bbox"),
     ("nan", set_key(("annotations", 0, "bbox"), [float("nan"), 5.0, 10.0, 10.0]), "bbox"),
     ("zero area", set_key(("annotations", 0, "bbox"), [5.0, 5.0, 0.0, 10.0]), "bbox"),

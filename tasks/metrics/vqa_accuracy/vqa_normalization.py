@@ -216,12 +216,13 @@ def leave_one_out_accuracy(answer: str, annotator_answers: Sequence[str]) -> flo
 def official_vqa_accuracy(prediction: str, annotator_answers: Sequence[str]) -> float:
     """VQA accuracy of one prediction exactly as the official ``VQAEval.evaluate``.
 
-    The prediction is always fully normalised; the ground-truth answers get ``processPunctuation`` only, and only
-    when the annotators disagree (``len(set(answers)) > 1``) -- the official code's behaviour, kept so numbers
-    match the evaluation server.
+    The prediction is always fully normalised (whitespace, punctuation, digits/articles); the ground-truth answers
+    get ``processPunctuation`` only, and only when the annotators disagree (``len(set(answers)) > 1``) -- the
+    official code's behaviour (GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``), kept so
+    numbers match the evaluation server.
     """
     resolved = normalize_answer(prediction)
-    answers = [clean_whitespace(answer) for answer in annotator_answers]
+    answers = list(annotator_answers)
     if len(set(answers)) > 1:
         answers = [process_punctuation(answer) for answer in answers]
     return leave_one_out_accuracy(resolved, answers)

@@ -5,22 +5,64 @@
 `trust_remote_code=True` where glipv2 is not installed).
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForObjectDetection,
+    AutoModelForZeroShotObjectDetection,
+    AutoProcessor,
+)
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
 from .configuration_glipv2 import PRESETS, Glipv2Config
+from .image_processing_glipv2 import Glipv2ImageProcessor
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel
+from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
+from .pipelines_glipv2 import (
+    Glipv2OpenVocabularyDetectionPipeline,
+    Glipv2PhraseGroundingPipeline,
+    detect_labels,
+    register_pipelines,
+)
+from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 
 __version__ = "0.1.0"
 
 AutoConfig.register(Glipv2Config.model_type, Glipv2Config, exist_ok=True)
-AutoModel.register(Glipv2Config, Glipv2Model, exist_ok=True)
+AutoImageProcessor.register(Glipv2Config, slow_image_processor_class=Glipv2ImageProcessor, exist_ok=True)
+AutoProcessor.register(Glipv2Config, Glipv2Processor, exist_ok=True)
+# transformers infers a "Glipv2VideoProcessor" from the image processor's auto_map and would ask whether to trust
+# remote code for it; declaring that glipv2 has no video processor keeps local loading prompt-free.
+VIDEO_PROCESSOR_MAPPING.register(Glipv2Config, None, exist_ok=True)
 Glipv2Config.register_for_auto_class()
-Glipv2Model.register_for_auto_class("AutoModel")
+Glipv2ImageProcessor.register_for_auto_class("AutoImageProcessor")
+Glipv2Processor.register_for_auto_class("AutoProcessor")
+
+_MODELS = {
+    AutoModel: Glipv2Model,
+    AutoModelForZeroShotObjectDetection: Glipv2ForGrounding,
+    AutoModelForObjectDetection: Glipv2ForObjectDetection,
+}
+for _auto_class, _model_class in _MODELS.items():
+    _auto_class.register(Glipv2Config, _model_class, exist_ok=True)
+    _model_class.register_for_auto_class(_auto_class.__name__)
+
+register_pipelines()
 
 __all__ = [
     "PRESETS",
+    "detect_labels",
     "Glipv2Config",
+    "Glipv2ForGrounding",
+    "Glipv2ForObjectDetection",
+    "Glipv2GroundingOutput",
+    "Glipv2ImageProcessor",
     "Glipv2Model",
     "Glipv2ModelOutput",
     "Glipv2PreTrainedModel",
+    "Glipv2OpenVocabularyDetectionPipeline",
+    "Glipv2PhraseGroundingPipeline",
+    "Glipv2Processor",
+    "Glipv2Prompt",
 ]

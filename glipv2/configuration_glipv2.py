@@ -69,6 +69,9 @@ class Glipv2Config(PreTrainedConfig):
             Token budget of a prompt (special tokens included). Longer label lists are split into several prompts.
         initializer_range (`float`, defaults to 0.02):
             Std of the normal initialisation of linear layers created by this model (not the sub-models).
+        detection_prompts (`list[dict]`, *optional*):
+            Closed-vocabulary prompt of [`Glipv2ForObjectDetection`], written by its `set_vocabulary`: per prompt
+            chunk `input_ids`, the `label_ids` it holds and each label's token positions `label_tokens`.
     """
 
     model_type = "glipv2"
@@ -101,6 +104,7 @@ class Glipv2Config(PreTrainedConfig):
     log_scale_init: float = 0.0
     max_text_length: int = 256
     initializer_range: float = 0.02
+    detection_prompts: list[dict] | None = None
 
     def validate_architecture(self) -> None:
         """Checks that the sizes fit together (called by `@strict` on init)."""

@@ -362,5 +362,75 @@ class Glipv2ImageProcessor(PilBackend):
         kwargs.setdefault("return_tensors", "pt")
         return super().preprocess(images, **kwargs)
 
+    def post_process_object_detection(
+        self, outputs: Any, threshold: float = 0.05, target_sizes: Any = None, top_k: int = 100
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections for transformers' `object-detection` and `zero-shot-object-detection` pipelines.
+
+        - Closed vocabulary ([`Glipv2ForObjectDetection`], outputs with `label_chunks`): `logits` are label logits;
+          `labels` are ids of `config.id2label`.
+        - Open vocabulary ([`Glipv2ForGrounding`] run on one phrase, as the stock zero-shot pipeline does): the whole
+          prompt is one label (its real tokens without the first and last, i.e. [CLS] and [SEP]); `labels` are 0.
+
+        Official GLIP post-processing in both cases (see `post_processing.post_process_grounding`).
+
+        Returns:
+            Per image `{"scores": (N,), "labels": (N,) int64, "boxes": (N, 4) absolute xyxy}`.
+        """
+        from .post_processing import post_process_grounding
+
+        def get(name: str) -> Any:
+            return outputs[name] if isinstance(outputs, dict) and name in outputs else getattr(outputs, name, None)
+
+        logits, boxes, centerness = get("logits"), get("pred_boxes"), get("centerness")
+        spatial_shapes, label_chunks = get("spatial_shapes"), get("label_chunks")
+        batch_size = logits.shape[0]
+        if label_chunks is None:
+            mask = get("text_attention_mask")
+            lengths = mask.sum(-1) if mask is not None else torch.full((batch_size,), logits.shape[-1])
+            maps = []
+            for length in lengths.tolist():
+                positive = torch.zeros(1, logits.shape[-1], device=logits.device)
+                positive[0, 1 : max(int(length) - 1, 2)] = 1.0
+                maps.append(positive)
+            return post_process_grounding(
+                logits,
+                boxes,
+                centerness,
+                spatial_shapes,
+                maps,
+                threshold=threshold,
+                max_detections=top_k,
+                target_sizes=target_sizes,
+            )
+        if boxes.dim() == 3:
+            boxes, centerness = boxes[:, None], centerness[:, None]
+        per_chunk = []
+        for chunk in range(boxes.shape[1]):
+            label_ids = (label_chunks == chunk).nonzero().flatten()
+            maps = [torch.eye(len(label_ids), device=logits.device)] * batch_size
+            results = post_process_grounding(
+                logits[..., label_ids],
+                boxes[:, chunk],
+                centerness[:, chunk],
+                spatial_shapes,
+                maps,
+                threshold=threshold,
+                max_detections=top_k,
+                target_sizes=target_sizes,
+            )
+            for result in results:
+                result["labels"] = label_ids[result["labels"]]
+            per_chunk.append(results)
+        merged = []
+        for index in range(batch_size):  # labels differ across chunks, so class-wise NMS is already complete
+            parts = [results[index] for results in per_chunk]
+            scores = torch.cat([part["scores"] for part in parts])
+            order = scores.argsort(descending=True, stable=True)[:top_k]
+            merged.append(
+                {key: torch.cat([part[key] for part in parts])[order] for key in ("scores", "labels", "boxes")}
+            )
+        return merged
+
 
 __all__ = ["Glipv2ImageProcessor", "flatten_images", "get_glip_resize_size", "get_image_size", "to_rgb_array"]

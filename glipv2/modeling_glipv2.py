@@ -19,6 +19,7 @@ from .backbone import Glipv2FeaturePyramid
 from .configuration_glipv2 import Glipv2Config
 from .deformable_conv import Glipv2ModulatedDeformConv2d
 from .fusion import Glipv2BiAttention, Glipv2DeepFusion, Glipv2DyHeadBlock, Glipv2DyHeadConv, Glipv2VLFuse
+from .grounding import Glipv2GroundingHead, Glipv2Scale
 
 
 @dataclass
@@ -107,14 +108,19 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             for conv in [*module.lateral_convs, *module.output_convs, *module.extra_convs]:
                 init.kaiming_uniform_(conv.weight, a=1)
                 init.zeros_(conv.bias)
-        else:
-            self._init_head_weights(module)
-
-    def _init_head_weights(self, module: nn.Module) -> None:
-        """Task heads' official inits; extended by the heads' modules."""
-        init_fn = getattr(module, "glipv2_init_weights", None)
-        if callable(init_fn):
-            init_fn(self.config)
+        elif isinstance(module, Glipv2GroundingHead):  # vldyhead.VLDyHead.__init__
+            for conv in (module.bbox_pred, module.centerness):
+                init.normal_(conv.weight, std=0.01)
+                init.zeros_(conv.bias)
+            # dot_product_projection_text keeps nn.Linear's default init in the official code
+            init.kaiming_uniform_(module.text_projection.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.text_projection.in_features)
+            init.uniform_(module.text_projection.bias, -bound, bound)
+            init.constant_(module.log_scale, self.config.log_scale_init)
+            init.zeros_(module.bias_lang)
+            init.constant_(module.bias0, module.prior_bias)
+        elif isinstance(module, Glipv2Scale):
+            init.ones_(module.scale)
 
 
 class Glipv2Model(Glipv2PreTrainedModel):

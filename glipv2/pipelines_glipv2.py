@@ -1,0 +1,324 @@
+"""Pipelines and batched inference for GLIP grounding models.
+
+- [`detect_labels`]: open-vocabulary detection of many labels in one pass per prompt chunk. The image backbone runs
+  once per image, every chunk's text is encoded once (and cached across images), chunks are batched.
+- `open-vocabulary-detection` ([`Glipv2OpenVocabularyDetectionPipeline`]): the pipeline form of `detect_labels`,
+  with the output format of transformers' `zero-shot-object-detection` pipeline (which runs one pass per label).
+- `phrase-grounding` ([`Glipv2PhraseGroundingPipeline`]): boxes for the phrases of a caption, given as character
+  spans, as phrases, or found as noun phrases by spaCy when it and an English model are installed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from transformers import Pipeline
+from transformers.image_utils import load_image
+
+from .post_processing import post_process_grounding
+
+Span = tuple[int, int]
+
+
+class Glipv2TextCache:
+    """LRU cache of encoded prompt chunks, keyed by the label list (text features are image-independent)."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def get(self, model: Any, processor: Any, labels: list[str]) -> dict[str, Any]:
+        """`input_ids`, `attention_mask` `(K, T)`, `text_features` `(K, T, D)`, per chunk `positive_maps` and
+        `label_ids` for the K prompt chunks of `labels`."""
+        key = (id(model), tuple(labels))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        prompts = processor.build_prompts(labels, max_length=model.config.max_text_length)
+        encoding = processor.tokenizer([p.text for p in prompts], padding="longest", return_tensors="pt")
+        positive_maps = [
+            processor.positive_map(encoding, prompt.label_spans, batch_index=index, text=prompt.text)
+            for index, prompt in enumerate(prompts)
+        ]
+        device = model.device
+        input_ids = encoding["input_ids"].to(device)
+        attention_mask = encoding["attention_mask"].to(device)
+        with torch.no_grad():
+            text_features = model.model.encode_text(input_ids, attention_mask)
+        entry = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "text_features": text_features,
+            "positive_maps": [m.to(device) for m in positive_maps],
+            "label_ids": [torch.tensor(p.label_ids, device=device) for p in prompts],
+        }
+        self._entries[key] = entry
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry
+
+
+_DEFAULT_TEXT_CACHE = Glipv2TextCache()
+
+
+@torch.no_grad()
+def detect_labels(
+    model: Any,
+    processor: Any,
+    images: Any,
+    labels: list[str],
+    threshold: float = 0.05,
+    max_detections: int = 100,
+    chunk_batch_size: int = 8,
+    text_cache: Glipv2TextCache | None = None,
+) -> list[dict[str, Any]]:
+    """Detects `labels` (any number: LVIS-size lists are split into prompt chunks) in each image.
+
+    Args:
+        model: a [`Glipv2ForGrounding`] in eval mode.
+        processor: its [`Glipv2Processor`].
+        images: one image or a list of images (PIL, numpy, torch).
+        labels: class names; results keep their indices.
+        threshold: minimum score (mean token probability, official 0.05).
+        max_detections: detections kept per image over all chunks (official 100).
+        chunk_batch_size: prompt chunks fused together in one batch.
+        text_cache: cache of encoded prompts (a module-level one by default).
+
+    Returns:
+        Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
+        "text_labels": list[str]}`, by decreasing score.
+    """
+    from .image_processing_glipv2 import flatten_images, get_image_size
+
+    cache = (text_cache or _DEFAULT_TEXT_CACHE).get(model, processor, labels)
+    results = []
+    for image in flatten_images(images):
+        height, width = get_image_size(image, getattr(processor.image_processor, "do_exif_transpose", True))
+        pixels = processor.image_processor(image, return_tensors="pt").to(model.device)
+        image_features = model.model.encode_image(pixels["pixel_values"].to(model.dtype))
+        parts = []
+        num_chunks = cache["input_ids"].shape[0]
+        for start in range(0, num_chunks, chunk_batch_size):
+            chunks = range(start, min(start + chunk_batch_size, num_chunks))
+            batch = len(chunks)
+            outputs = model(
+                pixel_values=pixels["pixel_values"],
+                pixel_mask=pixels["pixel_mask"],
+                image_features=tuple(f.expand(batch, *f.shape[1:]) for f in image_features),
+                text_features=cache["text_features"][start : start + batch],
+                attention_mask=cache["attention_mask"][start : start + batch],
+            )
+            chunk_results = post_process_grounding(
+                outputs.logits,
+                outputs.pred_boxes,
+                outputs.centerness,
+                outputs.spatial_shapes,
+                [cache["positive_maps"][k] for k in chunks],
+                threshold=threshold,
+                max_detections=max_detections,
+                target_sizes=[(height, width)] * batch,
+            )
+            for k, result in zip(chunks, chunk_results):
+                result["labels"] = cache["label_ids"][k][result["labels"]]
+                parts.append(result)
+        scores = torch.cat([p["scores"] for p in parts])
+        order = scores.argsort(descending=True, stable=True)[:max_detections]
+        merged = {key: torch.cat([p[key] for p in parts])[order] for key in ("scores", "boxes", "labels")}
+        merged["text_labels"] = [labels[i] for i in merged["labels"].tolist()]
+        results.append(merged)
+    return results
+
+
+def _box_dict(box: torch.Tensor) -> dict[str, float]:
+    xmin, ymin, xmax, ymax = (round(float(v), 2) for v in box.tolist())
+    return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
+
+
+class _Glipv2Pipeline(Pipeline):
+    """Shared plumbing: our pipelines need both halves of the processor and do their own batching."""
+
+    _load_processor = True
+    _load_image_processor = True
+    _load_tokenizer = True
+    _load_feature_extractor = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            from .processing_glipv2 import Glipv2Processor
+
+            self.processor = Glipv2Processor(image_processor=self.image_processor, tokenizer=self.tokenizer)
+
+
+class Glipv2OpenVocabularyDetectionPipeline(_Glipv2Pipeline):
+    """`pipeline("open-vocabulary-detection", model=...)(image, candidate_labels=[...], threshold=0.3)`.
+
+    All candidate labels are encoded in one pass per prompt chunk (see [`detect_labels`]); the output is a list
+    of `{"score", "label", "box"}` sorted by score, like transformers' zero-shot-object-detection pipeline.
+    """
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        preprocess = {k: kwargs[k] for k in ("candidate_labels", "threshold", "max_detections") if k in kwargs}
+        postprocess = {"top_k": kwargs["top_k"]} if "top_k" in kwargs else {}
+        return preprocess, {}, postprocess
+
+    def preprocess(
+        self,
+        image: Any,
+        candidate_labels: list[str] | str | None = None,
+        threshold: float = 0.1,
+        max_detections: int = 100,
+    ) -> dict[str, Any]:
+        if isinstance(candidate_labels, str):
+            candidate_labels = [label.strip() for label in candidate_labels.split(",")]
+        if not candidate_labels:
+            raise ValueError("candidate_labels is empty: give at least one class name to detect.")
+        image = load_image(image) if isinstance(image, str) else image
+        return {
+            "image": image,
+            "labels": list(candidate_labels),
+            "threshold": threshold,
+            "max_detections": max_detections,
+        }
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        result = detect_labels(
+            self.model,
+            self.processor,
+            model_inputs["image"],
+            model_inputs["labels"],
+            model_inputs["threshold"],
+            model_inputs["max_detections"],
+        )
+        return {"result": result[0]}
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> list[dict[str, Any]]:
+        result = model_outputs["result"]
+        detections = [
+            {"score": round(float(score), 4), "label": label, "box": _box_dict(box)}
+            for score, label, box in zip(result["scores"], result["text_labels"], result["boxes"])
+        ]
+        return detections[:top_k] if top_k else detections
+
+
+def find_noun_phrases(caption: str) -> list[Span]:
+    """Character spans of the noun phrases of `caption`, found by spaCy's `en_core_web_sm` when installed."""
+    try:
+        import spacy
+
+        nlp = spacy.load("en_core_web_sm")
+    except (ImportError, OSError) as error:
+        raise ValueError(
+            "phrase-grounding was given no phrases: pass `phrases=[...]` or `spans=[(begin, end), ...]`, or install "
+            "spaCy with its English model (`pip install spacy` and an `en_core_web_sm` package) so that noun phrases "
+            f"can be found automatically ({error})."
+        ) from error
+    return [(chunk.start_char, chunk.end_char) for chunk in nlp(caption).noun_chunks]
+
+
+def phrase_spans(caption: str, phrases: list[str] | None, spans: list[Span] | None) -> list[Span]:
+    """Resolves the phrases to ground as character spans of `caption` (validated)."""
+    if not caption or not caption.strip():
+        raise ValueError("The caption is empty: phrase grounding needs a caption that names what to find.")
+    if spans is None and phrases is not None:
+        spans, cursor = [], 0
+        for phrase in phrases:
+            begin = caption.find(phrase, cursor)
+            if begin < 0:
+                begin = caption.find(phrase)
+            if begin < 0 or not phrase:
+                raise ValueError(f"Phrase {phrase!r} does not occur in the caption {caption!r}.")
+            spans.append((begin, begin + len(phrase)))
+            cursor = begin + len(phrase)
+    if spans is None:
+        spans = find_noun_phrases(caption)
+    for begin, end in spans:
+        if not (0 <= begin < end <= len(caption)):
+            raise ValueError(f"Span ({begin}, {end}) lies outside the caption of {len(caption)} characters.")
+    if not spans:
+        raise ValueError(f"No phrase to ground was found in {caption!r}; pass phrases or spans.")
+    return [tuple(span) for span in spans]
+
+
+class Glipv2PhraseGroundingPipeline(_Glipv2Pipeline):
+    """`pipeline("phrase-grounding", model=...)(image, caption, phrases=None, spans=None, threshold=0.1, top_k=1)`.
+
+    Returns, per phrase in caption order, `{"phrase", "span", "boxes": [{"score", "box"}, ...]}` (best first, at
+    most `top_k`). A phrase is scored by the mean of its tokens' probabilities, as in GLIP.
+    """
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        preprocess = {k: kwargs[k] for k in ("caption", "phrases", "spans") if k in kwargs}
+        postprocess = {k: kwargs[k] for k in ("threshold", "top_k") if k in kwargs}
+        return preprocess, {}, postprocess
+
+    def preprocess(
+        self,
+        image: Any,
+        caption: str | None = None,
+        phrases: list[str] | None = None,
+        spans: list[Span] | None = None,
+    ) -> dict[str, Any]:
+        spans = phrase_spans(caption or "", phrases, spans)
+        image = load_image(image) if isinstance(image, str) else image
+        inputs = self.processor(images=image, text=caption, return_tensors="pt")
+        positive_map = self.processor.positive_map(caption, [[span] for span in spans])
+        from .image_processing_glipv2 import get_image_size
+
+        size = get_image_size(image, getattr(self.image_processor, "do_exif_transpose", True))
+        return {"inputs": dict(inputs), "positive_map": positive_map, "spans": spans, "caption": caption, "size": size}
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        model_inputs["outputs"] = self.model(**model_inputs.pop("inputs"))
+        return model_inputs
+
+    def postprocess(
+        self, model_outputs: dict[str, Any], threshold: float = 0.1, top_k: int = 1
+    ) -> list[dict[str, Any]]:
+        outputs, spans, caption = model_outputs["outputs"], model_outputs["spans"], model_outputs["caption"]
+        size = model_outputs["size"]
+        result = post_process_grounding(
+            outputs.logits,
+            outputs.pred_boxes,
+            outputs.centerness,
+            outputs.spatial_shapes,
+            [model_outputs["positive_map"].to(outputs.logits.device)],
+            threshold=threshold,
+            target_sizes=[tuple(size)],
+        )[0]
+        grounded = []
+        for index, (begin, end) in enumerate(spans):
+            mine = result["labels"] == index
+            boxes = [
+                {"score": round(float(s), 4), "box": _box_dict(b)}
+                for s, b in zip(result["scores"][mine][:top_k], result["boxes"][mine][:top_k])
+            ]
+            grounded.append({"phrase": caption[begin:end], "span": (begin, end), "boxes": boxes})
+        return grounded
+
+
+def register_pipelines() -> None:
+    """Registers `open-vocabulary-detection` and `phrase-grounding` with transformers' pipeline registry."""
+    from transformers import AutoModelForZeroShotObjectDetection
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, pipeline_class in (
+        ("open-vocabulary-detection", Glipv2OpenVocabularyDetectionPipeline),
+        ("phrase-grounding", Glipv2PhraseGroundingPipeline),
+    ):
+        PIPELINE_REGISTRY.register_pipeline(
+            task, pipeline_class=pipeline_class, pt_model=AutoModelForZeroShotObjectDetection, type="multimodal"
+        )
+
+
+__all__ = [
+    "Glipv2OpenVocabularyDetectionPipeline",
+    "Glipv2PhraseGroundingPipeline",
+    "Glipv2TextCache",
+    "detect_labels",
+    "find_noun_phrases",
+    "phrase_spans",
+    "register_pipelines",
+]

@@ -82,7 +82,7 @@ def detect_labels(
         images: one image or a list of images (PIL, numpy, torch).
         labels: class names; results keep their indices.
         threshold: minimum score (mean token probability, official 0.05).
-        max_detections: detections kept per image over all chunks (official 100).
+        max_detections: detections kept per image over all chunks (official 100); <= 0 keeps all.
         chunk_batch_size: prompt chunks fused together in one batch.
         text_cache: cache of encoded prompts (a module-level one by default).
 
@@ -124,7 +124,8 @@ def detect_labels(
                 result["labels"] = cache["label_ids"][k][result["labels"]]
                 parts.append(result)
         scores = torch.cat([p["scores"] for p in parts])
-        order = scores.argsort(descending=True, stable=True)[:max_detections]
+        order = scores.argsort(descending=True, stable=True)
+        order = order[:max_detections] if max_detections > 0 else order
         merged = {key: torch.cat([p[key] for p in parts])[order] for key in ("scores", "boxes", "labels")}
         merged["text_labels"] = [labels[i] for i in merged["labels"].tolist()]
         results.append(merged)

@@ -1,0 +1,127 @@
+"""Evaluate a GLIPv2 checkpoint on a task dataset: print a table of metrics and write them as JSON.
+
+    python scripts/evaluate.py --model CHECKPOINT --task detection --data-dir DATA --split val \\
+        --batch-size 8 --output results.json [--max-samples N]
+
+``CHECKPOINT`` is a folder with the model and its processor (``save_pretrained``). ``DATA`` follows the
+``tasks.synthetic`` layout (``annotations/instances_<split>.json``, ``images/<split>/``, ...); for other layouts
+give the files with ``--annotation-file``, ``--questions-file``, ``--image-dir`` (and ``--image-name-format`` for
+VQA). Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch``; add ``--cpu`` for gloo ranks on
+CPU) each evaluate a shard; predictions are gathered without duplicates and only the main process scores and
+writes. The JSON holds ``task``, ``model``, ``split``, ``num_samples``, ``num_processes`` and ``metrics``, and
+with ``--predictions`` the per-sample predictions go to a second file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+_REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
+# `python scripts/evaluate.py` puts scripts/ first on sys.path: this file would then shadow the `evaluate` package,
+# and the repository root (for `tasks`) would be missing.
+sys.path[:] = [path for path in sys.path if os.path.abspath(path or os.curdir) != _SCRIPTS_DIR]
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from accelerate import Accelerator  # noqa: E402
+
+from tasks.evaluation import PredictOptions  # noqa: E402
+from tasks.registry import TASKS, DataFiles, TaskSpec, get_task  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="checkpoint folder (model + processor)")
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--data-dir", help="dataset root in the tasks.synthetic layout")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per process and step")
+    parser.add_argument("--output", required=True, help="JSON file for the metrics")
+    parser.add_argument("--predictions", help="optional JSON file for the per-sample predictions")
+    parser.add_argument("--max-samples", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--annotation-file", help="overrides the layout's annotation file")
+    parser.add_argument("--questions-file", help="VQA: overrides the layout's questions file")
+    parser.add_argument("--image-dir", help="overrides the layout's image folder")
+    parser.add_argument("--image-name-format", help="VQA: image file name pattern")
+    parser.add_argument("--threshold", type=float, default=PredictOptions.threshold, help="detection score floor")
+    parser.add_argument("--max-detections", type=int, default=PredictOptions.max_detections)
+    parser.add_argument("--max-caption-tokens", type=int, default=PredictOptions.max_caption_tokens)
+    parser.add_argument("--cpu", action="store_true", help="run on CPU (gloo ranks when launched multi-process)")
+    args = parser.parse_args(argv)
+    if args.data_dir is None and (args.annotation_file is None or args.image_dir is None):
+        parser.error("give --data-dir, or both --annotation-file and --image-dir")
+    return args
+
+
+def data_files(spec: TaskSpec, args: argparse.Namespace) -> DataFiles:
+    """The layout's files for ``--data-dir``/``--split``, with any explicit file options applied on top."""
+    files = spec.default_files(args.data_dir, args.split) if args.data_dir else DataFiles("", "")
+    overrides = {
+        "annotation_file": args.annotation_file,
+        "questions_file": args.questions_file,
+        "image_dir": args.image_dir,
+        "image_name_format": args.image_name_format,
+    }
+    return dataclasses.replace(files, **{key: value for key, value in overrides.items() if value is not None})
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """A two-column text table of the metrics."""
+    width = max([len(name) for name in metrics] + [6])
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {value:.4f}" for name, value in metrics.items()]
+    return "\n".join(lines)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON, creating the parent folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate (see the module docstring); returns the process exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from glipv2 import Glipv2Processor
+
+    accelerator = Accelerator(cpu=args.cpu)
+    spec = get_task(args.task)
+    model = spec.model_class().from_pretrained(args.model).to(accelerator.device)
+    processor = Glipv2Processor.from_pretrained(args.model)
+    data = spec.load(data_files(spec, args), args.max_samples)
+    options = PredictOptions(args.threshold, args.max_detections, args.max_caption_tokens)
+    result = spec.evaluate(accelerator, model, processor, data, args.batch_size, options)
+    if result is not None:  # the main process
+        metrics, predictions = result
+        print(format_table(metrics))
+        summary = {
+            "task": args.task,
+            "model": args.model,
+            "split": args.split,
+            "num_samples": len(data.dataset),
+            "num_processes": accelerator.num_processes,
+            "metrics": metrics,
+        }
+        write_json(args.output, summary)
+        if args.predictions:
+            write_json(args.predictions, predictions)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from tasks.collators import load_rgb, xywh_to_xyxy
+from tasks.transforms import clean_category_name
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def predict_detection(
     category ids, boxes absolute xyxy in the original image."""
     from glipv2.pipelines_glipv2 import detect_labels
 
-    names = [category["name"] for category in data.categories]
+    names = [clean_category_name(category["name"]) for category in data.categories]  # as the official eval
     category_ids = [int(category["id"]) for category in data.categories]
     results = detect_labels(
         model,

@@ -229,3 +229,44 @@ def test_vqa_predictions_are_the_argmax_answers(workspace: Path) -> None:
     scores = score_vqa(spec.load_metric(), predictions, data)
     hits = [p["answer"] == r["multiple_choice_answer"] for p, r in zip(predictions, records)]
     assert scores["accuracy"] == pytest.approx(sum(hits) / 4)  # synthetic: 10 identical answers -> 1 or 0
+
+
+# ---------------------------------------------------------------------------------------------- vqa, captioning
+def understanding_checkpoint(workspace: Path, class_name: str, **config: Any) -> Path:
+    """A tiny random checkpoint of ``class_name`` beside the grounding one (skips while the class is missing)."""
+    try:
+        model_class = resolve_model_class(class_name)
+    except ImportError:
+        pytest.skip(f"{class_name} is not in glipv2 yet")
+    from glipv2 import Glipv2Processor
+    from tests.conftest import tiny_config
+
+    folder = workspace / class_name
+    torch.manual_seed(0)
+    model_class(tiny_config(**config)).save_pretrained(folder)
+    Glipv2Processor.from_pretrained(workspace / "model").save_pretrained(folder)
+    return folder
+
+
+def test_vqa_end_to_end(workspace: Path) -> None:
+    from tasks.vqa import build_answer_vocab
+
+    spec = get_task("vqa")
+    vocab = build_answer_vocab(spec.load(spec.default_files(str(workspace / "data"), "val"), None).dataset)
+    data = spec.load(spec.default_files(str(workspace / "data"), "val"), 4)
+    folder = understanding_checkpoint(workspace, "Glipv2ForQuestionAnswering", id2label=dict(enumerate(vocab)))
+    extra = ("--model", str(folder), "--max-samples", "4", "--batch-size", "4")  # the last --model/--batch-size win
+    summary, predictions = run_in_process(workspace, "vqa", "vqa", *extra)
+    assert len(predictions) == len(data.dataset) and {p["answer"] for p in predictions} <= set(vocab)
+    assert "accuracy" in summary["metrics"]
+    assert score_vqa(spec.load_metric(), predictions, data) == summary["metrics"]
+
+
+def test_captioning_end_to_end(workspace: Path) -> None:
+    folder = understanding_checkpoint(workspace, "Glipv2ForConditionalGeneration")
+    extra = ("--model", str(folder), "--max-caption-tokens", "3", "--max-samples", "2")
+    summary, predictions = run_in_process(workspace, "captioning", "captioning", *extra)
+    assert set(summary["metrics"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    captions = read_json(split_paths(workspace / "data", "val").captions)
+    assert [p["references"] for p in predictions][0] == [captions["annotations"][0]["caption"]]
+    assert all(isinstance(p["caption"], str) for p in predictions) and len(predictions) == 2

@@ -72,7 +72,11 @@ class _ProcessorCollator:
         self.stats: Counter = Counter()
 
     def record_rng(self, record: Mapping[str, Any]) -> random.Random:
-        """The collator's generator in train mode; in eval mode one seeded by ``(seed, image_id)``."""
+        """The record's own ``augment_seed`` (set by the trainer: per-sample, so augmentation does not depend on
+        the number of processes or on a resume); else the collator's generator in train mode, and in eval mode one
+        seeded by ``(seed, image_id)``."""
+        if "augment_seed" in record:
+            return random.Random(record["augment_seed"])
         if self.train:
             return self.rng
         return random.Random(f"{self.seed}:{record.get('image_id')}")
@@ -158,7 +162,7 @@ class DetectionCollator(_ProcessorCollator):
             category_ids,
             self.categories,
             rng,
-            self.num_negatives,
+            self.num_negatives if category_ids else max(self.num_negatives, 1),  # a prompt is never empty
             max_tokens=self.max_length - 2,
             count_tokens=self.count_tokens,
         )

@@ -7,16 +7,16 @@ Each task has a ``predict`` function (a batch of records -> one JSON-serialisabl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
 from accelerate import Accelerator
 
-from tasks.collators import load_rgb, xywh_to_xyxy
+from tasks.collators import fit_caption, load_rgb, xywh_to_xyxy
 from tasks.transforms import clean_category_name
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ RECALL_KS = (1, 5, 10)
 MAX_CAPTION_TOKENS = 32
 
 
-@dataclass
+@dataclasses.dataclass
 class TaskData:
     """A task's evaluation data: the records plus what the metric needs besides predictions.
 
@@ -45,13 +45,16 @@ class TaskData:
     ground_truth: dict[str, Any] | None = None
 
 
-@dataclass
+@dataclasses.dataclass
 class PredictOptions:
     """Inference settings of :func:`run_evaluation` (the defaults are the official test-time ones)."""
 
     threshold: float = DETECTION_THRESHOLD
     max_detections: int = MAX_DETECTIONS
     max_caption_tokens: int = MAX_CAPTION_TOKENS
+    # Encoded detection prompts; run_evaluation gives every run a fresh one. (detect_labels' default cache is
+    # keyed by id(model): during training it would serve text features from before the last optimiser steps.)
+    text_cache: Any = None
 
 
 Prediction = dict[str, Any]
@@ -80,6 +83,7 @@ def predict_detection(
         names,
         threshold=options.threshold,
         max_detections=options.max_detections,
+        text_cache=options.text_cache,
     )
     return [
         {
@@ -118,42 +122,57 @@ def caption_phrases(record: dict[str, Any]) -> tuple[list[list[list[int]]], list
     return [[list(span) for span in key] for key in phrases], list(phrases.values())
 
 
+def _ranked_boxes(result: dict[str, torch.Tensor], rows: list[int], num_phrases: int) -> list[list[list[float]]]:
+    """Per phrase, its boxes by decreasing score (top ``max(RECALL_KS)``); ``rows[k]`` is the phrase of label k,
+    and a phrase cut off with its caption gets no box (a miss)."""
+    ranked: list[list[list[float]]] = [[] for _ in range(num_phrases)]
+    for label, row in enumerate(rows):
+        ranked[row] = _as_list(result["boxes"][result["labels"] == label][: max(RECALL_KS)])
+    return ranked
+
+
 def predict_grounding(
     model: Any, processor: Any, records: list[dict[str, Any]], data: TaskData, options: PredictOptions
 ) -> list[Prediction]:
     """Per caption phrase, the boxes ranked by the phrase's score (mean token probability x centerness, after the
-    official per-phrase NMS), the top ``max(RECALL_KS)`` kept, in original image pixels."""
+    official per-phrase NMS), the top ``max(RECALL_KS)`` kept, in original image pixels. A caption longer than
+    the text limit is cut and the phrases past the cut count as misses."""
     from glipv2.post_processing import post_process_grounding
 
     images = [load_rgb(record["image"]) for record in records]
-    captions = [record["caption"] for record in records]
+    phrases = [caption_phrases(record) for record in records]
+    fitted = [
+        fit_caption(processor.tokenizer, record["caption"], spans, model.config.max_text_length)
+        for record, (spans, _) in zip(records, phrases)
+    ]
+    captions = [caption for caption, _, _ in fitted]
+    rows = [[row for row, keep in enumerate(keeps) if keep] for _, keeps, _ in fitted]
     # Tokenized as the processor does (padding to the longest caption), kept as a BatchEncoding for char_to_token.
     encoding = processor.tokenizer(captions, padding="longest", return_tensors="pt")
     pixels = processor(images=images, return_tensors="pt").to(model.device)
     outputs = model(
-        pixel_values=pixels["pixel_values"],
+        pixel_values=pixels["pixel_values"].to(model.dtype),
         pixel_mask=pixels["pixel_mask"],
         input_ids=encoding["input_ids"].to(model.device),
         attention_mask=encoding["attention_mask"].to(model.device),
     )
-    phrases = [caption_phrases(record) for record in records]
     positive_maps = [
-        processor.positive_map(encoding, spans, batch_index=index, text=captions[index]).to(model.device)
-        for index, (spans, _) in enumerate(phrases)
+        processor.positive_map(encoding, [spans[row] for row in kept], batch_index=index, text=captions[index])
+        for index, ((spans, _), kept) in enumerate(zip(phrases, rows))
     ]
     results = post_process_grounding(
         outputs.logits,
         outputs.pred_boxes,
         outputs.centerness,
         outputs.spatial_shapes,
-        positive_maps,
+        [positive_map.to(outputs.logits) for positive_map in positive_maps],
         threshold=0.0,
         max_detections=-1,
         target_sizes=[image.size[::-1] for image in images],
     )
     predictions = []
-    for record, (spans, references), result in zip(records, phrases, results):
-        ranked = [_as_list(result["boxes"][result["labels"] == row][: max(RECALL_KS)]) for row in range(len(spans))]
+    for record, (spans, references), kept, result in zip(records, phrases, rows, results):
+        ranked = _ranked_boxes(result, kept, len(spans))
         predictions.append(
             {
                 "image_id": int(record["image_id"]),
@@ -181,6 +200,7 @@ def predict_vqa(
     images = [load_rgb(record["image"]) for record in records]
     inputs = processor(images=images, text=[record["question"] for record in records], return_tensors="pt")
     inputs = inputs.to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     logits = model(**inputs).logits
     id2label = model.config.id2label
     return [
@@ -211,7 +231,7 @@ def predict_captioning(
     images = [load_rgb(record["image"]) for record in records]
     pixels = processor(images=images, return_tensors="pt").to(model.device)
     generated = model.generate(
-        pixel_values=pixels["pixel_values"],
+        pixel_values=pixels["pixel_values"].to(model.dtype),
         pixel_mask=pixels["pixel_mask"],
         max_new_tokens=options.max_caption_tokens,
     )
@@ -296,7 +316,9 @@ def run_evaluation(
 
     ``model`` must already be on ``accelerator.device``; it is put in eval mode.
     """
-    options = options or PredictOptions()
+    from glipv2.pipelines_glipv2 import Glipv2TextCache
+
+    options = dataclasses.replace(options or PredictOptions(), text_cache=Glipv2TextCache())
     model.eval()
     predictions = gather_predictions(
         accelerator,

@@ -268,3 +268,12 @@ def test_image_text_collator(processor: Any) -> None:
         record["text"] for record in records
     ]
     assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != processor.tokenizer.pad_token_id)
+
+
+def test_detection_image_without_objects_gets_a_negative_prompt(processor: Any) -> None:
+    record = detection_record(scene(), bbox=[], category_id=[], iscrowd=[])
+    batch = DetectionCollator(processor, CATEGORIES, num_negatives=0)([record])
+    names = processor.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+    assert names in {category["name"] for category in CATEGORIES}
+    assert batch["labels"][0]["boxes"].shape == (0, 4)
+    assert batch["labels"][0]["positive_map"].shape == (0, batch["input_ids"].shape[1])

@@ -270,3 +270,47 @@ def test_captioning_end_to_end(workspace: Path) -> None:
     captions = read_json(split_paths(workspace / "data", "val").captions)
     assert [p["references"] for p in predictions][0] == [captions["annotations"][0]["caption"]]
     assert all(isinstance(p["caption"], str) for p in predictions) and len(predictions) == 2
+
+
+def test_grounding_long_caption_is_cut_and_its_late_phrases_miss(workspace: Path) -> None:
+    from glipv2 import Glipv2ForGrounding, Glipv2Processor
+    from tasks.evaluation import predict_grounding
+
+    model = Glipv2ForGrounding.from_pretrained(workspace / "model").eval()
+    model.config.max_text_length = 8  # "[CLS] a red block on the left [SEP]"
+    processor = Glipv2Processor.from_pretrained(workspace / "model")
+    caption = "a red block on the left and a bright circle on the right"
+    objects = {"bbox": [[8.0, 16.0, 16.0, 32.0], [40.0, 20.0, 10.0, 10.0]], "tokens_positive": [[[2, 11]], [[30, 43]]]}
+    records = [{"image": Image.new("RGB", (64, 64)), "image_id": 1, "caption": caption, "objects": objects}]
+    with torch.no_grad():
+        prediction = predict_grounding(model, processor, records, None, PredictOptions())[0]
+    assert len(prediction["phrases"][0]["boxes"]) == 10 and prediction["phrases"][1]["boxes"] == []
+    assert prediction["phrases"][1]["references"] == [[40.0, 20.0, 50.0, 30.0]]
+
+
+def test_evaluation_sees_text_encoder_updates_between_runs(workspace: Path) -> None:
+    """Training evaluates the same model object again after optimiser steps: no stale encoded prompts."""
+    from accelerate import Accelerator
+
+    from glipv2 import Glipv2ForGrounding, Glipv2Processor, detect_labels
+    from glipv2.pipelines_glipv2 import Glipv2TextCache
+
+    model = Glipv2ForGrounding.from_pretrained(workspace / "model").eval()
+    processor = Glipv2Processor.from_pretrained(workspace / "model")
+    spec = get_task("detection")
+    data = spec.load(spec.default_files(str(workspace / "data"), "val"), 2)
+    try:
+        accelerator = Accelerator(cpu=True)
+        first = spec.evaluate(accelerator, model, processor, data, 2, PredictOptions(threshold=0.0))[1]
+        with torch.no_grad():
+            for parameter in model.model.text_model.parameters():
+                parameter.mul_(1.5)
+        second = spec.evaluate(accelerator, model, processor, data, 2, PredictOptions(threshold=0.0))[1]
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    names = [category["name"] for category in data.categories]
+    image = data.dataset[0]["image"].convert("RGB")
+    fresh = detect_labels(model, processor, image, names, 0.0, text_cache=Glipv2TextCache())[0]
+    assert first[0]["scores"] != second[0]["scores"]
+    torch.testing.assert_close(torch.tensor(second[0]["scores"]), fresh["scores"])

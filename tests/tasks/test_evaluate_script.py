@@ -218,6 +218,7 @@ def test_vqa_predictions_are_the_argmax_answers(workspace: Path) -> None:
     class StandIn(torch.nn.Module):
         config = SimpleNamespace(id2label=dict(enumerate(answers)))
         device = torch.device("cpu")
+        dtype = torch.float32
 
         def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> SimpleNamespace:
             return SimpleNamespace(logits=torch.eye(len(answers))[[3, 0, 3, 3][: input_ids.shape[0]]])

@@ -8,7 +8,6 @@ Each task has a ``predict`` function (a batch of records -> one JSON-serialisabl
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,8 +17,6 @@ from accelerate import Accelerator
 
 from tasks.collators import fit_caption, load_rgb, xywh_to_xyxy
 from tasks.transforms import clean_category_name
-
-logger = logging.getLogger(__name__)
 
 # Official GLIP test-time settings: MODEL.ATSS.INFERENCE_TH 0.05, TEST.DETECTIONS_PER_IMG 100.
 DETECTION_THRESHOLD = 0.05
@@ -314,18 +311,23 @@ def run_evaluation(
 ) -> tuple[dict[str, float], list[Prediction]] | None:
     """Evaluate ``model`` on ``data``: ``(metrics, predictions)`` on the main process, None elsewhere.
 
-    ``model`` must already be on ``accelerator.device``; it is put in eval mode.
+    Call it on every process (predictions are gathered collectively). ``model`` (unwrapped, already on
+    ``accelerator.device``) runs in eval mode and gets its previous train/eval mode back afterwards.
     """
     from glipv2.pipelines_glipv2 import Glipv2TextCache
 
     options = dataclasses.replace(options or PredictOptions(), text_cache=Glipv2TextCache())
+    was_training = model.training
     model.eval()
-    predictions = gather_predictions(
-        accelerator,
-        lambda records: predict(model, processor, records, data, options),
-        data.dataset,
-        batch_size,
-    )
+    try:
+        predictions = gather_predictions(
+            accelerator,
+            lambda records: predict(model, processor, records, data, options),
+            data.dataset,
+            batch_size,
+        )
+    finally:
+        model.train(was_training)
     if predictions is None:
         return None
     return score(metric, predictions, data), predictions

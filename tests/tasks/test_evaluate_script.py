@@ -302,7 +302,9 @@ def test_evaluation_sees_text_encoder_updates_between_runs(workspace: Path) -> N
     data = spec.load(spec.default_files(str(workspace / "data"), "val"), 2)
     try:
         accelerator = Accelerator(cpu=True)
+        model.train()
         first = spec.evaluate(accelerator, model, processor, data, 2, PredictOptions(threshold=0.0))[1]
+        assert model.training  # its mode is given back
         with torch.no_grad():
             for parameter in model.model.text_model.parameters():
                 parameter.mul_(1.5)
@@ -312,6 +314,6 @@ def test_evaluation_sees_text_encoder_updates_between_runs(workspace: Path) -> N
         GradientState._reset_state()
     names = [category["name"] for category in data.categories]
     image = data.dataset[0]["image"].convert("RGB")
-    fresh = detect_labels(model, processor, image, names, 0.0, text_cache=Glipv2TextCache())[0]
+    fresh = detect_labels(model.eval(), processor, image, names, 0.0, text_cache=Glipv2TextCache())[0]
     assert first[0]["scores"] != second[0]["scores"]
     torch.testing.assert_close(torch.tensor(second[0]["scores"]), fresh["scores"])

@@ -9,7 +9,11 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForImageTextToText,
     AutoModelForObjectDetection,
+    AutoModelForPreTraining,
+    AutoModelForVisualQuestionAnswering,
+    AutoModelForZeroShotImageClassification,
     AutoModelForZeroShotObjectDetection,
     AutoProcessor,
 )
@@ -19,12 +23,26 @@ from .configuration_glipv2 import PRESETS, Glipv2Config
 from .image_processing_glipv2 import Glipv2ImageProcessor
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel
 from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
+from .modeling_glipv2_understanding import (
+    Glipv2CaptioningOutput,
+    Glipv2ForConditionalGeneration,
+    Glipv2ForPreTraining,
+    Glipv2ForQuestionAnswering,
+    Glipv2ForZeroShotImageClassification,
+    Glipv2PreTrainingOutput,
+    Glipv2QuestionAnsweringOutput,
+    Glipv2ZeroShotImageClassificationOutput,
+    build_zero_shot_classifier,
+    classify,
+    vqa_targets,
+)
 from .pipelines_glipv2 import (
     Glipv2OpenVocabularyDetectionPipeline,
     Glipv2PhraseGroundingPipeline,
     detect_labels,
     register_pipelines,
 )
+from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline, register_vqa_pipeline
 from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 
 __version__ = "0.1.0"
@@ -43,16 +61,33 @@ _MODELS = {
     AutoModel: Glipv2Model,
     AutoModelForZeroShotObjectDetection: Glipv2ForGrounding,
     AutoModelForObjectDetection: Glipv2ForObjectDetection,
+    AutoModelForVisualQuestionAnswering: Glipv2ForQuestionAnswering,
+    AutoModelForImageTextToText: Glipv2ForConditionalGeneration,
+    AutoModelForZeroShotImageClassification: Glipv2ForZeroShotImageClassification,
+    AutoModelForPreTraining: Glipv2ForPreTraining,
 }
 for _auto_class, _model_class in _MODELS.items():
     _auto_class.register(Glipv2Config, _model_class, exist_ok=True)
     _model_class.register_for_auto_class(_auto_class.__name__)
 
 register_pipelines()
+register_vqa_pipeline()
 
 __all__ = [
     "PRESETS",
+    "build_zero_shot_classifier",
+    "classify",
     "detect_labels",
+    "vqa_targets",
+    "Glipv2CaptioningOutput",
+    "Glipv2ForConditionalGeneration",
+    "Glipv2ForPreTraining",
+    "Glipv2ForQuestionAnswering",
+    "Glipv2ForZeroShotImageClassification",
+    "Glipv2PreTrainingOutput",
+    "Glipv2QuestionAnsweringOutput",
+    "Glipv2VisualQuestionAnsweringPipeline",
+    "Glipv2ZeroShotImageClassificationOutput",
     "Glipv2Config",
     "Glipv2ForGrounding",
     "Glipv2ForObjectDetection",

@@ -72,6 +72,18 @@ class Glipv2Config(PreTrainedConfig):
         detection_prompts (`list[dict]`, *optional*):
             Closed-vocabulary prompt of [`Glipv2ForObjectDetection`], written by its `set_vocabulary`: per prompt
             chunk `input_ids`, the `label_ids` it holds and each label's token positions `label_tokens`.
+        projection_dim (`int`, defaults to 256):
+            Width of the joint embedding space of the dual-encoder projections (`contrastive_head`): zero-shot
+            classification, image-text and region-word contrastive losses.
+        logit_scale_init (`float`, defaults to 2.6592):
+            Initial value of the learnable log temperature of the contrastive logits, ln(1 / 0.07) as in CLIP
+            (arXiv 2103.00020, §2.5); its exponential is clamped to at most 100.
+        vqa_hidden_size (`int`, *optional*):
+            Hidden width of the VQA answer classifier MLP; `None` means 2 x (hidden_size + text hidden size), the
+            "2 x joint width" of the BUTD/ViLBERT VQA classifiers.
+        tie_word_embeddings (`bool`, defaults to `True`):
+            Whether the decoders of the LM heads (`caption_head`, `mlm_head`) share the text encoder's word
+            embeddings, as BERT's MLM head does.
     """
 
     model_type = "glipv2"
@@ -105,6 +117,10 @@ class Glipv2Config(PreTrainedConfig):
     max_text_length: int = 256
     initializer_range: float = 0.02
     detection_prompts: list[dict] | None = None
+    projection_dim: int = 256
+    logit_scale_init: float = 2.6592
+    vqa_hidden_size: int | None = None
+    tie_word_embeddings: bool = True
 
     def validate_architecture(self) -> None:
         """Checks that the sizes fit together (called by `@strict` on init)."""
@@ -139,11 +155,18 @@ class Glipv2Config(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Glipv2Config:
-        """Builds a named preset: `tiny-random`, `demo`, `glip-tiny` or `glip-large`; keyword overrides win."""
+        """Builds a named preset: `tiny-random`, `demo`, `glip-tiny` or `glip-large`; keyword overrides win.
+
+        A dict override of a sub-config (`text_config={"hidden_dropout_prob": 0.0}`) updates the preset's dict.
+        """
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; available presets: {sorted(PRESETS)}.")
         kwargs = copy.deepcopy(PRESETS[name])
-        kwargs.update(overrides)
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(kwargs.get(key), dict):
+                kwargs[key] = {**kwargs[key], **value}
+            else:
+                kwargs[key] = value
         return cls(**kwargs)
 
 

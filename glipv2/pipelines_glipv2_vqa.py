@@ -1,0 +1,84 @@
+"""`visual-question-answering` pipeline for [`Glipv2ForQuestionAnswering`] (transformers 5 removed its own).
+
+`pipeline("visual-question-answering", model=...)(image, question, top_k=5)` returns `[{"answer", "score"}, ...]`
+by decreasing score; a score is the sigmoid of the answer logit (the model is trained with per-answer BCE).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.image_utils import load_image
+
+from .pipelines_glipv2 import _Glipv2Pipeline
+from .processing_glipv2 import MAX_TEXT_LENGTH
+
+
+def check_question(question: Any, tokenizer: Any, max_length: int = MAX_TEXT_LENGTH) -> str:
+    """Validates a question: a non-empty string of at most `max_length` tokens (special tokens included)."""
+    if not isinstance(question, str):
+        raise TypeError(f"The question must be a string, got {type(question).__name__}.")
+    if not question.strip():
+        raise ValueError("The question is empty: ask something about the image.")
+    length = len(tokenizer(question)["input_ids"])
+    if length > max_length:
+        raise ValueError(
+            f"The question is {length} tokens long (special tokens included), more than the {max_length} the "
+            "text encoder takes; shorten it."
+        )
+    return question
+
+
+class Glipv2VisualQuestionAnsweringPipeline(_Glipv2Pipeline):
+    """`pipeline("visual-question-answering", model=...)(image, question, top_k=5)` -> `[{"answer", "score"}]`.
+
+    Also accepts `{"image": ..., "question": ...}` dicts (or a list of them) as the first argument.
+    """
+
+    def __call__(self, image: Any, question: str | None = None, **kwargs: Any) -> Any:
+        if isinstance(image, dict) or (isinstance(image, list) and image and isinstance(image[0], dict)):
+            return super().__call__(image, **kwargs)
+        return super().__call__({"image": image, "question": question}, **kwargs)
+
+    def _sanitize_parameters(self, top_k: int | None = None, **kwargs: Any) -> tuple[dict, dict, dict]:
+        postprocess = {"top_k": top_k} if top_k is not None else {}
+        return {}, {}, postprocess
+
+    def preprocess(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        limit = getattr(self.model.config, "max_text_length", MAX_TEXT_LENGTH)
+        question = check_question(inputs.get("question"), self.tokenizer, limit)
+        image = load_image(inputs["image"]) if isinstance(inputs["image"], str) else inputs["image"]
+        encoding = self.processor(images=image, text=question, return_tensors="pt", max_length=limit)
+        return dict(encoding)
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"logits": self.model(**model_inputs).logits}
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int = 5) -> list[dict[str, Any]]:
+        scores = model_outputs["logits"][0].float().sigmoid()
+        top_k = max(1, min(top_k, scores.numel()))
+        values, indices = scores.topk(top_k)
+        id2label = self.model.config.id2label
+        return [{"answer": id2label[i], "score": round(float(s), 4)} for s, i in zip(values, indices.tolist())]
+
+
+def register_vqa_pipeline() -> None:
+    """Registers `visual-question-answering` with transformers' pipeline registry.
+
+    transformers 5 lists the task in `pipelines.REMOVED_TASKS`, and `pipeline()` refuses those names before it looks
+    at the registry; registering a provider for the task takes it off that list (the `vqa` alias stays removed).
+    """
+    from transformers import AutoModelForVisualQuestionAnswering
+    from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
+
+    REMOVED_TASKS.pop("visual-question-answering", None)
+
+    PIPELINE_REGISTRY.register_pipeline(
+        "visual-question-answering",
+        pipeline_class=Glipv2VisualQuestionAnsweringPipeline,
+        pt_model=AutoModelForVisualQuestionAnswering,
+        type="multimodal",
+    )
+
+
+__all__ = ["Glipv2VisualQuestionAnsweringPipeline", "check_question", "register_vqa_pipeline"]

@@ -1,0 +1,76 @@
+"""Publish a saved GLIPv2 folder to the Hugging Face Hub with its code, pipelines and model card.
+
+    python scripts/push_to_hub.py --model outputs/demo/final --repo_id me/glipv2-demo \\
+        [--private] [--revision BRANCH] [--commit_message MSG] [--metrics results.json ...] [--dry-run]
+
+Uploads the safetensors weights, config, processor files, the custom code (`auto_map` for every Auto class the
+checkpoint supports, `custom_pipelines` for glipv2's pipeline tasks), the rendered model card (README.md) and PEFT
+adapter files when present. `--dry-run` prints what would be uploaded and uploads nothing. The token comes from
+`HF_TOKEN` or `hf auth login` and is never printed or written; set `HF_ENDPOINT` to publish to another Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+_REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from tasks.publish import load_metrics, push_folder, stage_folder  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="folder written by save_pretrained (and the processor)")
+    parser.add_argument("--repo_id", required=True, help="namespace/name of the Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
+    parser.add_argument("--commit_message", default="Upload GLIPv2 model", help="commit message")
+    parser.add_argument("--metrics", nargs="*", default=[], help="metrics JSON files (scripts/evaluate.py output)")
+    parser.add_argument("--license", default="mit", help="Hub license identifier for the model card")
+    parser.add_argument("--datasets", nargs="*", default=[], help="Hub dataset ids for the model card")
+    parser.add_argument("--base_model", default=None, help="the model this one was fine-tuned from")
+    parser.add_argument("--no_card", action="store_true", help="upload the folder's own README.md, if any")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="list, upload nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stage, then list (`--dry-run`) or upload; returns the process exit status."""
+    args = parse_args(argv)
+    if not os.path.isdir(args.model):
+        print(f"error: --model {args.model!r} is not a folder", file=sys.stderr)
+        return 2
+    metrics = load_metrics(args.metrics)
+    with tempfile.TemporaryDirectory(prefix="glipv2-push-") as staging:
+        files = stage_folder(
+            args.model,
+            staging,
+            metrics,
+            card=not args.no_card,
+            repo_id=args.repo_id,
+            license=args.license,
+            datasets=args.datasets,
+            base_model=args.base_model,
+        )
+        target = f"{args.repo_id}@{args.revision or 'main'}" + (" (private)" if args.private else "")
+        if args.dry_run:
+            print(f"dry run: would upload {len(files)} files to {target}:")
+            for name in files:
+                print(f"  {name} ({os.path.getsize(os.path.join(staging, name))} bytes)")
+            return 0
+        commit = push_folder(staging, args.repo_id, args.private, args.revision, args.commit_message)
+        print(f"uploaded {len(files)} files to {target}: commit {commit.oid}")
+        print(commit.commit_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -342,9 +342,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     processor.save_pretrained(args.output)
     logger.info("wrote %s", args.output)
     if args.push_to_hub:
-        model.push_to_hub(args.push_to_hub)
-        processor.push_to_hub(args.push_to_hub)
+        push_to_hub(args.output, args.push_to_hub)
     return 0
+
+
+def push_to_hub(folder: str, repo_id: str) -> None:
+    """Publishes the converted folder the project's way (`tasks.publish`: remote code, pipelines, model card)."""
+    import tempfile
+
+    from tasks.publish import push_folder, stage_folder
+
+    with tempfile.TemporaryDirectory() as staging:
+        stage_folder(folder, staging, repo_id=repo_id, license="mit")
+        commit = push_folder(staging, repo_id, commit_message=f"Convert official GLIP weights ({repo_id})")
+    logger.info("pushed %s to %s (%s)", folder, repo_id, getattr(commit, "oid", commit))
 
 
 if __name__ == "__main__":

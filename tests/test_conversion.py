@@ -144,7 +144,9 @@ def test_ignore_list_is_documented_and_minimal() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- end to end (CLI)
-def test_main_converts_writes_and_reloads(tmp_path: Path, bert_vocab_dir: str) -> None:
+def test_main_converts_writes_and_reloads(
+    tmp_path: Path, bert_vocab_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from glipv2 import Glipv2Processor
 
     variant = "glip-a-tiny-o365"
@@ -190,6 +192,24 @@ def test_main_converts_writes_and_reloads(tmp_path: Path, bert_vocab_dir: str) -
     processor = Glipv2Processor.from_pretrained(output)
     assert processor.image_processor.channel_order == "bgr"
     assert processor.tokenizer("a cat")["input_ids"] == [101, 1037, 4937, 102]
+    _check_push(output, monkeypatch)
+
+
+def _check_push(output: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--push_to_hub` goes through the project's publishing helpers (upload replaced by a recorder here)."""
+    publish = pytest.importorskip("tasks.publish")
+    from scripts.convert_glip_original_checkpoint import push_to_hub
+
+    pushed = {}
+
+    def record(staging: str, repo_id: str, **kwargs: object) -> str:
+        pushed.update(repo_id=repo_id, files=sorted(os.listdir(staging)))
+        return "sha"
+
+    monkeypatch.setattr(publish, "push_folder", record)
+    push_to_hub(str(output), "someone/glip-a-tiny-o365")
+    assert pushed["repo_id"] == "someone/glip-a-tiny-o365"
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= set(pushed["files"])
 
 
 def test_checkpoint_needing_unsafe_unpickling_is_refused(tmp_path: Path) -> None:
@@ -275,6 +295,46 @@ def test_swin_backbone_matches_timm_swin(window: int, size: tuple[int, int]) -> 
         expected = F.layer_norm(stage.permute(0, 2, 3, 1), weight.shape, weight, bias).permute(0, 3, 1, 2)
         assert feature.shape == expected.shape
         assert _relative_error(feature, expected) <= TOLERANCE, index
+
+
+# ----------------------------------------------------------------------------------------------- parity: FPN
+def _official_fpn(weights: dict[str, torch.Tensor], features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`fpn.FPN.forward` + `LastLevelP6P7` as written, on the 4 Swin maps (the stride-4 one has no inner block)."""
+
+    def conv(name: str, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+        weight = weights[f"backbone.fpn.{name}.weight"]
+        return F.conv2d(x, weight, weights[f"backbone.fpn.{name}.bias"], stride, weight.shape[-1] // 2)
+
+    inner_blocks, layer_blocks = ["fpn_inner2", "fpn_inner3", "fpn_inner4"], ["fpn_layer2", "fpn_layer3", "fpn_layer4"]
+    last_inner = conv(inner_blocks[-1], features[-1])
+    results = [conv(layer_blocks[-1], last_inner)]
+    for feature, inner_block, layer_block in zip(
+        features[:-1][::-1], inner_blocks[:-1][::-1], layer_blocks[:-1][::-1]
+    ):
+        inner_lateral = conv(inner_block, feature)
+        last_inner = inner_lateral + F.interpolate(last_inner, size=inner_lateral.shape[-2:], mode="nearest")
+        results.insert(0, conv(layer_block, last_inner))
+    p6 = conv("top_blocks.p6", results[-1], 2)  # use_P5: in_channels == out_channels
+    return [*results, p6, conv("top_blocks.p7", F.relu(p6), 2)]
+
+
+def test_fpn_matches_the_official_fpn() -> None:
+    from glipv2.backbone import Glipv2FeaturePyramid
+    from scripts.make_glip_key_manifest import fpn_shapes
+
+    spec = OfficialGlipSpec(swint_embed_dim=8, fpn_channels=16)
+    official = _official_state_dict(fpn_shapes(spec))
+    ours = Glipv2FeaturePyramid(spec.swint_out_channels[-3:], 16, 5).eval()
+    missing, unexpected = ours.load_state_dict(_converted_part(official, "model.fpn."))
+    assert missing == [] and unexpected == []
+    sizes = [(40, 52), (20, 26), (10, 13), (5, 7)]  # an odd stage: nearest upsampling to the lateral's size
+    features = [torch.randn(2, c, *size) for c, size in zip(spec.swint_out_channels, sizes)]
+    with torch.no_grad():
+        actual = ours(tuple(features[1:]))
+    expected = _official_fpn(official, features)
+    assert [tuple(f.shape[-2:]) for f in actual] == [(20, 26), (10, 13), (5, 7), (3, 4), (2, 2)]
+    for level, (feature, reference) in enumerate(zip(actual, expected)):
+        assert _relative_error(feature, reference) <= TOLERANCE, level
 
 
 # ----------------------------------------------------------------------------------------------- parity: BERT

@@ -115,6 +115,27 @@ def load_like_checkpoint(official: dict[str, torch.Tensor]) -> dict[str, torch.T
     return {key.removeprefix("module."): value for key, value in official.items()}
 
 
+def test_tiny_official_checkpoint_converts_into_a_working_model() -> None:
+    """An official-structured checkpoint at the tests' tiny-random sizes converts, loads strictly and runs."""
+    config = Glipv2Config.from_preset("tiny-random")
+    text = config.text_config
+    spec = OfficialGlipSpec(
+        swint_embed_dim=8, swint_depths=(1, 1, 1, 1), swint_num_heads=(1, 1, 2, 2), swint_window_size=4,
+        fpn_channels=32, dyhead_channels=32, num_convs=2, fusion_embed_dim=32,
+        bert={"vocab_size": text.vocab_size, "hidden_size": 8, "num_hidden_layers": 2, "intermediate_size": 16,
+              "max_position_embeddings": 256, "type_vocab_size": 2},
+    )  # fmt: skip
+    official = load_like_checkpoint(_official_state_dict(official_key_shapes(spec)))
+    model = Glipv2ForGrounding(config).eval()
+    expected = {key: value.shape for key, value in model.state_dict().items()}
+    missing, unexpected = model.load_state_dict(convert_state_dict(official, expected), strict=True)
+    assert missing == [] and unexpected == []
+    torch.testing.assert_close(model.grounding_head.bias0, official["rpn.head.bias0"], rtol=0, atol=0)
+    with torch.no_grad():
+        outputs = model(pixel_values=torch.randn(1, 3, 64, 64), input_ids=torch.tensor([[101, 4937, 102]]))
+    assert torch.isfinite(outputs.pred_boxes).all()
+
+
 def test_unmapped_unfilled_and_misplaced_keys_are_errors() -> None:
     config = build_config("glip-a-tiny-o365")
     official = load_like_checkpoint(_official_state_dict(_manifest("glip-a-tiny-o365"), device="meta"))
@@ -365,6 +386,37 @@ def test_text_encoder_matches_transformers_bert_model() -> None:
     with torch.no_grad():
         actual = ours.encode_text(input_ids, attention_mask)
         expected = reference(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    assert _relative_error(actual, expected) <= TOLERANCE
+
+
+def test_fusion_text_layer_matches_transformers_bert_layer() -> None:
+    """The extra text layer after each VLFuse (official `BertEncoderLayer`: transformers' BertAttention,
+    BertIntermediate, BertOutput; its logit clamps to +-50000 are inactive in fp32 here) vs transformers' BertLayer."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    from glipv2.fusion import Glipv2TextLayer
+    from scripts.make_glip_key_manifest import _bert_layer_shapes
+
+    official: dict[str, list[int]] = {}
+    _bert_layer_shapes(official, "rpn.head.dyhead_tower.1", 32, 64)
+    official = _official_state_dict(official)
+    ours = Glipv2TextLayer(32, 4, 64, "gelu", 0.1, 1e-12).eval()
+    missing, unexpected = ours.load_state_dict(_converted_part(official, "model.fusion.layers.0.text_layer."))
+    assert missing == [] and unexpected == []
+    config = BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, attn_implementation="eager")
+    reference = BertLayer(config).eval()
+    reference_state = {key.removeprefix("rpn.head.dyhead_tower.1."): value for key, value in official.items()}
+    missing, unexpected = reference.load_state_dict(reference_state, strict=True)
+    assert missing == [] and unexpected == []
+    hidden = torch.randn(2, 9, 32)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    extended = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min  # get_extended_attention_mask
+    with torch.no_grad():
+        actual = ours(hidden, mask)
+        expected = reference(hidden, attention_mask=extended)
+    expected = expected[0] if isinstance(expected, tuple) else expected
     assert _relative_error(actual, expected) <= TOLERANCE
 
 

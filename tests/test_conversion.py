@@ -318,6 +318,91 @@ def test_swin_backbone_matches_timm_swin(window: int, size: tuple[int, int]) -> 
         assert _relative_error(feature, expected) <= TOLERANCE, index
 
 
+def _official_shift_mask(height_pad: int, width_pad: int, window: int, shift: int) -> torch.Tensor:
+    """`swint.BasicLayer.forward`: the SW-MSA mask over the padded map, -100 across regions."""
+    image_mask = torch.zeros(1, height_pad, width_pad, 1)
+    count = 0
+    for h in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for w in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            image_mask[:, h, w, :] = count
+            count += 1
+    windows = image_mask.view(1, height_pad // window, window, width_pad // window, window, 1)
+    windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window)
+    mask = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def _official_swin_block(block: nn.Module, x: torch.Tensor, height: int, width: int, shift: int) -> torch.Tensor:
+    """`swint.SwinTransformerBlock.forward` (pad to whole windows, *then* roll) driving timm's block modules."""
+    batch, _, channels = x.shape
+    window = block.window_size[0]
+    shortcut = x
+    x = block.norm1(x).view(batch, height, width, channels)
+    x = F.pad(x, (0, 0, 0, (window - width % window) % window, 0, (window - height % window) % window))
+    height_pad, width_pad = x.shape[1:3]
+    if shift:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    rows, cols = height_pad // window, width_pad // window
+    windows = x.view(batch, rows, window, cols, window, channels).permute(0, 1, 3, 2, 4, 5)
+    mask = _official_shift_mask(height_pad, width_pad, window, shift) if shift else None
+    windows = block.attn(windows.reshape(-1, window * window, channels), mask=mask)
+    x = windows.view(batch, rows, cols, window, window, channels).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(batch, height_pad, width_pad, channels)
+    if shift:
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    x = shortcut + x[:, :height, :width, :].reshape(batch, height * width, channels)
+    return x + block.mlp(block.norm2(x))
+
+
+def test_swin_backbone_matches_the_official_block_order_on_padded_stages() -> None:
+    """Real GLIP inputs (800 x 1333, padded to 32) give stages that are not whole windows. The official block pads
+    to whole windows and then rolls; this reference runs that order with timm's modules (patch embedding, merging,
+    attention, MLP) and the official stage norms, on a size whose first stages need padding (40 x 56, window 7)."""
+    from timm.models.swin_transformer import SwinTransformer
+    from transformers import AutoBackbone, SwinConfig
+
+    spec = TINY_SWIN
+    official = _official_state_dict(swin_shapes(spec))
+    timm_swin = SwinTransformer(
+        embed_dim=spec.swint_embed_dim, depths=spec.swint_depths, num_heads=spec.swint_num_heads,
+        window_size=spec.swint_window_size, num_classes=0, always_partition=True, strict_img_size=False,
+    ).eval()  # fmt: skip
+    timm_swin.load_state_dict(_timm_swin_state_dict(official), strict=False)
+    config = SwinConfig(
+        embed_dim=spec.swint_embed_dim,
+        depths=list(spec.swint_depths),
+        num_heads=list(spec.swint_num_heads),
+        window_size=spec.swint_window_size,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    ours = AutoBackbone.from_config(config).eval()
+    converted = _converted_part(official, "model.vision_backbone.")
+    converted.update({"swin.layernorm.weight": torch.ones(128), "swin.layernorm.bias": torch.zeros(128)})
+    ours.load_state_dict(converted, strict=True)
+    pixels = torch.randn(2, 3, 160, 224)
+    with torch.no_grad():
+        actual = ours(pixels).feature_maps
+        x = timm_swin.patch_embed(pixels)  # (B, H, W, C)
+        expected = []
+        for index, stage in enumerate(timm_swin.layers):
+            x = stage.downsample(x)
+            batch, height, width, channels = x.shape
+            flat = x.reshape(batch, height * width, channels)
+            for number, block in enumerate(stage.blocks):
+                shift = 0 if number % 2 == 0 else spec.swint_window_size // 2
+                flat = _official_swin_block(block, flat, height, width, shift)
+            x = flat.view(batch, height, width, channels)
+            if index > 0:
+                weight, bias = (
+                    official[f"backbone.body.norm{index}.weight"],
+                    official[f"backbone.body.norm{index}.bias"],
+                )
+                expected.append(F.layer_norm(x, (channels,), weight, bias).permute(0, 3, 1, 2))
+    for feature, reference in zip(actual, expected, strict=True):
+        assert feature.shape == reference.shape
+        assert _relative_error(feature, reference) <= TOLERANCE
+
+
 # ----------------------------------------------------------------------------------------------- parity: FPN
 def _official_fpn(weights: dict[str, torch.Tensor], features: list[torch.Tensor]) -> list[torch.Tensor]:
     """`fpn.FPN.forward` + `LastLevelP6P7` as written, on the 4 Swin maps (the stride-4 one has no inner block)."""

@@ -669,6 +669,71 @@ def test_deformable_conv_offset_reuse_matches_the_official_kernel(branch: str, u
     assert _relative_error(actual, expected) <= TOLERANCE
 
 
+def _official_dyconv(
+    weights: dict[str, torch.Tensor], features: list[torch.Tensor], groups: int
+) -> list[torch.Tensor]:
+    """`vldyhead.DyConv.forward` as written (USE_DFCONV, USE_DYFUSE, USE_DYRELU, GN), its convs by the kernel port."""
+    prefix = "rpn.head.dyhead_tower.2."
+
+    def weight(name: str) -> torch.Tensor:
+        return weights[prefix + name]
+
+    def conv3x3_norm(
+        index: int, x: torch.Tensor, stride: int, offset: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        name = f"DyConv.{index}"
+        out = _official_modulated_deform_conv(
+            x, offset, mask, weight(f"{name}.conv.weight"), weight(f"{name}.conv.bias"), stride
+        )
+        return F.group_norm(out, groups, weight(f"{name}.bn.weight"), weight(f"{name}.bn.bias"))
+
+    next_x = []
+    for level, feature in enumerate(features):
+        offset_mask = F.conv2d(feature, weight("offset.weight"), weight("offset.bias"), padding=1)
+        offset, mask = offset_mask[:, :18, :, :], offset_mask[:, 18:, :, :].sigmoid()
+        temp_fea = [conv3x3_norm(1, feature, 1, offset, mask)]
+        if level > 0:
+            temp_fea.append(conv3x3_norm(2, features[level - 1], 2, offset, mask))
+        if level < len(features) - 1:  # F.upsample_bilinear: bilinear with align_corners=True
+            coarser = conv3x3_norm(0, features[level + 1], 1, offset, mask)
+            temp_fea.append(F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+        attn_fea = [
+            F.relu(F.conv2d(F.adaptive_avg_pool2d(fea, 1), weight("AttnConv.1.weight"), weight("AttnConv.1.bias")))
+            for fea in temp_fea
+        ]
+        spa_pyr_attn = F.relu6(torch.stack(attn_fea) + 3) / 6  # h_sigmoid
+        next_x.append(torch.mean(torch.stack(temp_fea) * spa_pyr_attn, dim=0))
+    outputs = []
+    for x in next_x:  # DYReLU(reduction=4, lambda_a=1 -> 2, K2, use_bias, init_a=(1, 0), init_b=(0, 0))
+        y = F.linear(F.relu(F.linear(x.mean(dim=(2, 3)), weight("relu.fc.0.weight"), weight("relu.fc.0.bias"))),
+                     weight("relu.fc.2.weight"), weight("relu.fc.2.bias"))  # fmt: skip
+        a1, b1, a2, b2 = torch.split((F.relu6(y + 3) / 6)[:, :, None, None], x.shape[1], dim=1)
+        outputs.append(torch.max(x * ((a1 - 0.5) * 2 + 1) + (b1 - 0.5), x * ((a2 - 0.5) * 2) + (b2 - 0.5)))
+    return outputs
+
+
+def test_dyhead_block_matches_the_official_dyconv() -> None:
+    """A whole DyHead block (the three level branches sharing the level's offset/mask, scale attention, DyReLU)
+    against `DyConv.forward` transliterated, on non-square levels whose coarser neighbours are smaller."""
+    from glipv2.fusion import Glipv2DyHeadBlock
+    from scripts.make_glip_key_manifest import dyconv_shapes
+
+    channels, groups = 16, 4
+    official = _official_state_dict(
+        dyconv_shapes(OfficialGlipSpec(dyhead_channels=channels), "rpn.head.dyhead_tower.2")
+    )
+    official["rpn.head.dyhead_tower.2.offset.weight"] *= 3.0  # offsets of a few pixels: samples cross borders
+    ours = Glipv2DyHeadBlock(channels, deformable=True, dyrelu=True, scale_attention=True, norm_groups=groups).eval()
+    missing, unexpected = ours.load_state_dict(_converted_part(official, "model.fusion.layers.0.dyhead."))
+    assert missing == [] and unexpected == []
+    features = [torch.randn(2, channels, *size) for size in ((8, 10), (4, 5), (2, 3), (1, 2), (1, 1))]
+    with torch.no_grad():
+        actual = ours(tuple(features))
+    expected = _official_dyconv(official, features, groups)
+    for level, (feature, reference) in enumerate(zip(actual, expected, strict=True)):
+        assert _relative_error(feature, reference) <= TOLERANCE, level
+
+
 # ----------------------------------------------------------------------------------------------- real checkpoint
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("GLIP_CHECKPOINT"), reason="set GLIP_CHECKPOINT to an official GLIP .pth")

@@ -22,10 +22,9 @@ from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPI
 from .configuration_glipv2 import PRESETS, Glipv2Config
 from .image_processing_glipv2 import Glipv2ImageProcessor
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel
+from .modeling_glipv2_captioning import Glipv2CaptioningOutput, Glipv2ForConditionalGeneration
 from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
 from .modeling_glipv2_understanding import (
-    Glipv2CaptioningOutput,
-    Glipv2ForConditionalGeneration,
     Glipv2ForPreTraining,
     Glipv2ForQuestionAnswering,
     Glipv2ForZeroShotImageClassification,

@@ -33,9 +33,8 @@ from glipv2.contrastive import (
     region_word_contrastive_loss,
     resolve_templates,
 )
+from glipv2.modeling_glipv2_captioning import causal_text_features, encode_image_memory
 from glipv2.modeling_glipv2_understanding import (
-    causal_text_features,
-    encode_image_memory,
     mlm_loss,
     shifted_lm_loss,
     vqa_soft_score_loss,
@@ -50,6 +49,11 @@ def _config(**overrides):  # noqa: ANN202
     overrides.setdefault("id2label", dict(enumerate(ANSWERS)))
     overrides.setdefault("label2id", {a: i for i, a in enumerate(ANSWERS)})
     return tiny_config(**overrides)
+
+
+def _text_without_dropout() -> dict:
+    """The tiny text config without dropout (deterministic overfitting and gradient comparisons)."""
+    return {**tiny_config().text_config.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 def _scene(color: str, shape: str = "square") -> Image.Image:
@@ -315,12 +319,12 @@ VQA_DATA = [
 def test_vqa_overfit_accuracy_and_pipeline(processor: Glipv2Processor, tmp_path: pathlib.Path) -> None:
     from transformers import pipeline
 
-    model = Glipv2ForQuestionAnswering(_config(fusion_attention_dropout=0.0))
+    model = Glipv2ForQuestionAnswering(_config(fusion_attention_dropout=0.0, text_config=_text_without_dropout()))
     images = [_scene(color, shape) for color, shape, _, _ in VQA_DATA]
     batch = processor(images=images, text=[q for _, _, q, _ in VQA_DATA])
     answers = torch.tensor([ANSWERS.index(a) for *_, a in VQA_DATA])
     labels = vqa_targets([[a] for a in answers.tolist()], [[1.0]] * 4, len(ANSWERS))
-    _train(model, lambda: model(**batch, labels=labels).loss, steps=30, lr=3e-3)
+    _train(model, lambda: model(**batch, labels=labels).loss, steps=20, lr=3e-3)
     with torch.no_grad():
         logits = model(**batch).logits
     assert (logits.argmax(-1) == answers).float().mean().item() == 1.0
@@ -344,8 +348,7 @@ def test_vqa_overfit_accuracy_and_pipeline(processor: Glipv2Processor, tmp_path:
 def test_zero_shot_overfit_stock_pipeline_and_templates(processor: Glipv2Processor, tmp_path: pathlib.Path) -> None:
     from transformers import pipeline
 
-    text_config = {**tiny_config().text_config.to_dict(), "hidden_dropout_prob": 0.0}
-    model = Glipv2ForZeroShotImageClassification(_config(text_config=text_config))
+    model = Glipv2ForZeroShotImageClassification(_config(text_config=_text_without_dropout()))
     assert model.contrastive_head.logit_scale.item() == pytest.approx(math.log(1 / 0.07), abs=1e-4)
     colors = ["red", "blue", "green"]
     batch = processor(images=[_scene(c) for c in colors], text=[f"a photo of a {c} square." for c in colors])
@@ -578,12 +581,7 @@ def test_remote_code_loads_understanding_classes(processor: Glipv2Processor, tmp
 
 
 def test_gradient_checkpointing_same_gradients_for_captioning_and_vqa(processor: Glipv2Processor) -> None:
-    text_config = {
-        **tiny_config().text_config.to_dict(),
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    }
-    config = _config(text_config=text_config, fusion_attention_dropout=0.0)
+    config = _config(text_config=_text_without_dropout(), fusion_attention_dropout=0.0)
     batch = _caption_batch(processor, ["a red square", "a blue disc here"], [_scene("red"), _scene("blue")])
     answers = vqa_targets([[0], [1]], [[1.0], [1.0]], len(ANSWERS))
 

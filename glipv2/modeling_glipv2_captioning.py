@@ -1,0 +1,308 @@
+"""Image captioning on the shared GLIPv2 backbone: the text tower under a seq2seq mask (GLIPv2 §3.3).
+
+Under the seq2seq mask of VLP/UniLM, image positions attend only image positions and token t attends the image and
+tokens <= t. On GLIP's deep fusion this means: the image side of every fusion layer drops VLFuse's text->image delta
+(so it is text-independent and computed once per image, [`encode_image_memory`]); the text side runs the text
+encoder with a causal mask, then in every fusion layer VLFuse's image->text half and the extra text layer with a
+causal mask ([`causal_text_features`]). No token ever sees a later one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import GenerationMixin
+from transformers.utils import ModelOutput
+
+from .configuration_glipv2 import Glipv2Config
+from .fusion import Glipv2BiAttention, Glipv2TextLayer, flatten_levels, unflatten_levels
+from .modeling_glipv2 import Glipv2Model
+from .modeling_glipv2_understanding import (
+    _WORD_EMBEDDINGS,
+    Glipv2UnderstandingPreTrainedModel,
+    _lm_head,
+    _other_heads,
+    _return,
+    shifted_lm_loss,
+)
+
+# bert-base-uncased [CLS] / [SEP]: BOS and EOS of captioning when the text config names none.
+BERT_CLS_TOKEN_ID = 101
+BERT_SEP_TOKEN_ID = 102
+
+
+@dataclass
+class Glipv2CaptioningOutput(ModelOutput):
+    """Output of [`Glipv2ForConditionalGeneration`].
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): next-token cross-entropy ([`shifted_lm_loss`]), with `labels`.
+        logits (`torch.FloatTensor` of shape `(B, T, vocab_size)`): logits at position t predict token t + 1.
+        image_memory (`torch.FloatTensor` of shape `(B, num_fusion_layers, A, hidden_size)`): the image side of every
+            fusion layer (text-independent under the seq2seq mask); pass it back to skip the image backbone.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_memory: torch.FloatTensor | None = None
+
+
+def causal_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """`(B, T)` padding mask -> `(B, 1, T, T)` bool mask, True where query t may attend key s (s <= t, s real)."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return causal[None, None] & attention_mask.bool()[:, None, None, :]
+
+
+def _text_attends_image(attn: Glipv2BiAttention, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """The text half of [`Glipv2BiAttention`] alone: each token attends every image position (no token mixing).
+
+    `image` `(B, A, C)` (layer-normed), `text` `(B, T, D)` (layer-normed) -> text delta `(B, T, D)`; same weights,
+    scaling, clamping and max-subtraction as the bi-directional module.
+    """
+    query = attn._heads(attn.vision["q_proj"](image) * attn.scale)
+    key = attn._heads(attn.text["k_proj"](text))
+    values = attn._heads(attn.vision["v_proj"](image))
+    logits = torch.matmul(key, query.transpose(-1, -2)).clamp(-attn.clamp_value, attn.clamp_value)  # (B,h,T,A)
+    logits = logits - logits.amax(dim=-1, keepdim=True)
+    probs = F.dropout(logits.clamp(-attn.clamp_value, attn.clamp_value).softmax(dim=-1), attn.dropout, attn.training)
+    return attn.text["o_proj"](attn._merge(torch.matmul(probs, values)))
+
+
+def _causal_text_layer(layer: Glipv2TextLayer, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[`Glipv2TextLayer`] with a `(B, 1, T, T)` bool self-attention mask instead of its padding-only mask."""
+    batch, length, dim = hidden_states.shape
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(batch, length, layer.num_heads, dim // layer.num_heads).transpose(1, 2)
+
+    query, key, value = (heads(layer.self_attn[n](hidden_states)) for n in ("q_proj", "k_proj", "v_proj"))
+    dropout = layer.dropout if layer.training else 0.0
+    attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+    attn = layer.self_attn["o_proj"](attn.transpose(1, 2).reshape(batch, length, dim))
+    hidden_states = layer.self_attn_layer_norm(hidden_states + F.dropout(attn, layer.dropout, layer.training))
+    ffn = layer.fc2(layer.activation(layer.fc1(hidden_states)))
+    return layer.final_layer_norm(hidden_states + F.dropout(ffn, layer.dropout, layer.training))
+
+
+def encode_image_memory(model: Glipv2Model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Image side of the fusion stack under the seq2seq mask: `(B, num_fusion_layers, A, hidden_size)`.
+
+    Under the seq2seq (VLP / UniLM) mask image positions attend only image positions, so every fusion layer's
+    image input is text-independent: layer l keeps `LN(x_l)` (VLFuse without the text->image delta) and the DyHead
+    block gives `x_{l+1}`. The stacked layer-normed inputs are what the text attends, computed once per image.
+    """
+    levels = model.encode_image(pixel_values)
+    memory = []
+    for layer in model.fusion.layers:
+        flat, sizes = flatten_levels(levels)
+        normed = layer.vl_fuse.vision_layer_norm(flat)
+        memory.append(normed)
+        levels = layer.dyhead(unflatten_levels(normed, sizes))
+    return torch.stack(memory, dim=1)
+
+
+def _caption_fusion_step(
+    layer: nn.Module, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """One fusion layer on the text side: VLFuse's image->text half, then the causal extra text layer."""
+    vl_fuse = layer.vl_fuse
+    text = vl_fuse.text_layer_norm(text)
+    text = text + vl_fuse.text_layer_scale * _text_attends_image(vl_fuse.attn, image, text)
+    return _causal_text_layer(layer.text_layer, text, mask)
+
+
+def causal_text_features(
+    model: Glipv2Model, image_memory: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Text tower under the seq2seq mask: causal text encoder, then every fusion layer's text side attending the
+    image memory with causal extra text layers. Token t never sees tokens > t. Returns `(B, T, D)`."""
+    mask = causal_attention_mask(attention_mask)
+    additive = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device)
+    additive = additive.masked_fill(~mask, torch.finfo(model.dtype).min)  # 4D masks go to the encoder as-is
+    text = model.encode_text(input_ids, additive)
+    for index, layer in enumerate(model.fusion.layers):
+        image = image_memory[:, index]
+        if getattr(layer, "gradient_checkpointing", False) and layer.training:
+            text = checkpoint(_caption_fusion_step, layer, text, image, mask, use_reentrant=False)
+        else:
+            text = _caption_fusion_step(layer, text, image, mask)
+    return text
+
+
+class Glipv2ForConditionalGeneration(Glipv2UnderstandingPreTrainedModel, GenerationMixin):
+    """Image captioning: the text tower under a seq2seq mask (causal over text, attending the image), LM head tied
+    to the word embeddings (GLIPv2 §3.3; VLP/UniLM seq2seq mask).
+
+    `labels`: `(B, T)` the input ids with -100 on padding; they are shifted once inside ([`shifted_lm_loss`]).
+    `generate()` (greedy, beam search, ...) encodes the image once per call ([`encode_image_memory`]) and, with no
+    KV cache, re-runs the (small) text side over the whole prefix at every step. Generation starts from BOS = [CLS]
+    and stops at EOS = [SEP] (`generation_config`); a prompt's trailing [SEP] (the tokenizer adds one) is removed
+    first, as BLIP does, so the caption continues the prompt.
+    """
+
+    main_input_name = "input_ids"
+    _tied_weights_keys = {"caption_head.decoder.weight": _WORD_EMBEDDINGS}
+    _keys_to_ignore_on_load_unexpected = _other_heads("caption_head")
+
+    def __init__(self, config: Glipv2Config) -> None:
+        super().__init__(config)
+        self.model = Glipv2Model(config)
+        self.caption_head = _lm_head(config)
+        self.post_init()
+        self._default_generation_settings()
+
+    def _default_generation_settings(self) -> None:
+        """BOS = [CLS], EOS = [SEP], PAD from the text config, no KV cache; fills only what is unset (a checkpoint
+        of another class, e.g. Glipv2ForPreTraining, has no generation config of its own)."""
+        text, generation = self.config.text_config, self.generation_config
+        if generation.bos_token_id is None:
+            generation.bos_token_id = getattr(text, "bos_token_id", None) or BERT_CLS_TOKEN_ID
+        if generation.eos_token_id is None:
+            generation.eos_token_id = getattr(text, "eos_token_id", None) or BERT_SEP_TOKEN_ID
+        if generation.pad_token_id is None:
+            generation.pad_token_id = text.pad_token_id
+        if generation.max_new_tokens is None:
+            generation.max_new_tokens = 20  # COCO captions are ~10 words; the positions limit is checked
+        generation.use_cache = False
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.caption_head.decoder
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.caption_head.decoder = value
+
+    def _check_fusion(self) -> None:
+        if not self.config.use_early_fusion:
+            raise ValueError("Captioning needs use_early_fusion=True: without VLFuse the text never sees the image.")
+
+    def image_memory(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, 3, H, W)` -> `(B, num_fusion_layers, A, hidden_size)` ([`encode_image_memory`])."""
+        self._check_fusion()
+        return encode_image_memory(self.model, pixel_values)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_memory: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> Glipv2CaptioningOutput | tuple:
+        """
+        Args:
+            pixel_values: `(B, 3, H, W)` (or `image_memory` from a previous call).
+            input_ids, attention_mask: `(B, T)` caption tokens `[CLS] w_1 ... w_n [SEP]`, right-padded.
+            labels: `(B, T)` input ids with -100 on padding.
+        """
+        if input_ids is None:
+            raise ValueError("Glipv2ForConditionalGeneration needs input_ids (at least the [CLS] token).")
+        if image_memory is None:
+            if pixel_values is None:
+                raise ValueError("Glipv2ForConditionalGeneration needs pixel_values (or image_memory).")
+            image_memory = self.image_memory(pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if image_memory.shape[0] != input_ids.shape[0]:
+            if image_memory.shape[0] != 1:
+                raise ValueError(f"{image_memory.shape[0]} images but {input_ids.shape[0]} captions.")
+            image_memory = image_memory.expand(input_ids.shape[0], *image_memory.shape[1:])
+        self._check_fusion()
+        logits = self.caption_head(causal_text_features(self.model, image_memory, input_ids, attention_mask))
+        loss = shifted_lm_loss(logits, labels) if labels is not None else None
+        return _return(Glipv2CaptioningOutput(loss=loss, logits=logits, image_memory=image_memory), return_dict)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.Tensor,
+        image_memory: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Every step sees the whole prefix and the cached image memory (no KV cache, no pixel_values)."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "image_memory": image_memory}
+
+    def _generation_prompt(self, input_ids: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """`[CLS]` per image, or the given prompt without its trailing `[SEP]` (broadcast over the images)."""
+        bos, eos = self.generation_config.bos_token_id, self.generation_config.eos_token_id
+        if input_ids is None:
+            return torch.full((batch, 1), bos, dtype=torch.long, device=device)
+        if input_ids.shape[1] > 1 and bool((input_ids[:, -1] == eos).all()):
+            input_ids = input_ids[:, :-1]
+        if input_ids.shape[0] == 1 and batch > 1:
+            input_ids = input_ids.expand(batch, -1)
+        return input_ids
+
+    def _check_length(self, prompt_length: int, generate_kwargs: dict[str, Any]) -> None:
+        """Raises when the requested length does not fit the text tower's positions (or max_new_tokens < 1)."""
+        limit = min(self.config.max_text_length, self.config.text_config.max_position_embeddings)
+        config = generate_kwargs.get("generation_config") or self.generation_config
+        max_new_tokens = generate_kwargs.get("max_new_tokens")
+        if max_new_tokens is None and "max_length" not in generate_kwargs:
+            max_new_tokens = getattr(config, "max_new_tokens", None)
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        if max_new_tokens is not None:
+            total = prompt_length + max_new_tokens
+        else:  # GenerationConfig's default max_length is 20
+            total = generate_kwargs.get("max_length", getattr(config, "max_length", None)) or 20
+        if total > limit:
+            raise ValueError(
+                f"Generation would reach {total} tokens ({prompt_length} prompt tokens + new ones), more than the "
+                f"text tower's limit of {limit} positions; lower max_new_tokens / max_length."
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_memory: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.LongTensor:
+        """Captions `(B, 3, H, W)` images: GenerationMixin's `generate` with the image encoded once.
+
+        Args:
+            pixel_values: the images (or `image_memory`).
+            input_ids: optional prompt `(1 or B, T)` (right padding is not supported: prompts of equal length).
+            generate_kwargs: `max_new_tokens`, `num_beams`, `do_sample`, ... (`pixel_mask` and `token_type_ids`
+                from the processor are accepted and unused).
+        Returns:
+            `(B * num_return_sequences, T')` token ids starting with the prompt ([CLS] ...).
+        """
+        self._default_generation_settings()
+        generate_kwargs.pop("pixel_mask", None)
+        generate_kwargs.pop("token_type_ids", None)
+        if image_memory is None:
+            if pixel_values is None:
+                raise ValueError("generate() needs pixel_values (or image_memory).")
+            image_memory = self.image_memory(pixel_values.to(self.dtype))
+        if input_ids is not None and attention_mask is not None and not bool(attention_mask.bool().all()):
+            raise ValueError("Padded prompts are not supported by generate(); give prompts of equal length.")
+        input_ids = self._generation_prompt(input_ids, image_memory.shape[0], image_memory.device)
+        if input_ids.shape[0] != image_memory.shape[0]:
+            raise ValueError(f"{image_memory.shape[0]} images but {input_ids.shape[0]} prompts.")
+        self._check_length(input_ids.shape[1], generate_kwargs)
+        return super().generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            image_memory=image_memory,
+            **generate_kwargs,
+        )
+
+
+__all__ = [
+    "Glipv2CaptioningOutput",
+    "Glipv2ForConditionalGeneration",
+    "causal_attention_mask",
+    "causal_text_features",
+    "encode_image_memory",
+]

@@ -60,9 +60,6 @@ class Glipv2TextCache:
         return entry
 
 
-_DEFAULT_TEXT_CACHE = Glipv2TextCache()
-
-
 @torch.no_grad()
 def detect_labels(
     model: Any,
@@ -84,7 +81,8 @@ def detect_labels(
         threshold: minimum score (mean token probability, official 0.05).
         max_detections: detections kept per image over all chunks (official 100); <= 0 keeps all.
         chunk_batch_size: prompt chunks fused together in one batch.
-        text_cache: cache of encoded prompts (a module-level one by default).
+        text_cache: cache of encoded prompts to reuse across calls (pipelines keep one); by default a fresh one,
+            so the text is encoded once per call (shared by all its images) and never outlives a weight update.
 
     Returns:
         Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
@@ -92,7 +90,7 @@ def detect_labels(
     """
     from .image_processing_glipv2 import flatten_images, get_image_size
 
-    cache = (text_cache or _DEFAULT_TEXT_CACHE).get(model, processor, labels)
+    cache = (text_cache or Glipv2TextCache()).get(model, processor, labels)
     results = []
     for image in flatten_images(images):
         height, width = get_image_size(image, getattr(processor.image_processor, "do_exif_transpose", True))
@@ -159,6 +157,10 @@ class Glipv2OpenVocabularyDetectionPipeline(_Glipv2Pipeline):
     All candidate labels are encoded in one pass per prompt chunk (see [`detect_labels`]); the output is a list
     of `{"score", "label", "box"}` sorted by score, like transformers' zero-shot-object-detection pipeline.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.text_cache = Glipv2TextCache()  # the pipeline's weights are fixed: reuse encoded label lists
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
         preprocess = {k: kwargs[k] for k in ("candidate_labels", "threshold", "max_detections") if k in kwargs}

@@ -60,8 +60,12 @@ class _ProcessorCollator:
         max_size: int | None = TRAIN_MAX_SIZE,
         flip_prob: float = FLIP_PROB,
         max_length: int = MAX_TEXT_LENGTH,
+        pad_size: int | None = None,
     ) -> None:
         self.processor = processor
+        # Padding every training batch to one fixed square makes results independent of how samples are grouped
+        # into batches (e.g. 1 vs N processes); GLIP pads to the batch maximum.
+        self.pad_size = pad_size
         self.tokenizer = processor.tokenizer
         self.train = train
         self.seed = seed
@@ -102,7 +106,10 @@ class _ProcessorCollator:
 
     def image_kwargs(self) -> dict[str, Any]:
         """In train mode the image is already at its training scale: the processor must not resize it again."""
-        return {"do_resize": False} if self.train else {}
+        kwargs: dict[str, Any] = {"do_resize": False} if self.train else {}
+        if self.train and self.pad_size:
+            kwargs["pad_size"] = {"height": self.pad_size, "width": self.pad_size}
+        return kwargs
 
     def pixels(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         """``pixel_values`` ``(B, 3, H, W)`` and ``pixel_mask`` ``(B, H, W)`` (0 on padding)."""

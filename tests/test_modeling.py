@@ -129,6 +129,8 @@ def test_dyhead_block_paths_agree_with_offset_reuse() -> None:
     with torch.no_grad():  # non-zero offsets so that the sampling positions really move
         torch.nn.init.normal_(block.offset.weight, std=0.3)
     levels = (torch.randn(2, 16, 10, 14), torch.randn(2, 16, 5, 7), torch.randn(2, 16, 3, 4))
+    for conv in (block.coarser_conv, block.same_conv, block.finer_conv):
+        conv.conv.use_torchvision = True
     fast = block(levels)
     for conv in (block.coarser_conv, block.same_conv, block.finer_conv):
         conv.conv.use_torchvision = False
@@ -215,7 +217,11 @@ def test_remote_code_loads_without_glipv2(tmp_path: pathlib.Path) -> None:
     env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, str(script), str(folder), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")

@@ -1,0 +1,151 @@
+"""Assembles a training run from a recipe: data sources from the task registry, the model, the trainer, and the
+evaluation and export at the end. Shared by `scripts/train.py`, `scripts/finetune_peft.py` and `scripts/demo.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from accelerate.utils import set_seed
+
+from tasks.registry import get_task
+from tasks.trainer import MultitaskTrainer, TaskSource, TrainConfig, summary_table
+from tasks.vqa import build_answer_vocab
+
+logger = logging.getLogger(__name__)
+
+# Tasks whose loss the grounding model computes on its own; any other task needs the all-heads model.
+GROUNDING_TASKS = ("detection", "grounding")
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of."""
+
+    trainer: MultitaskTrainer
+    model: Any
+    processor: Any
+    config: TrainConfig
+    recipe: dict[str, Any]
+    data: dict[str, Any]
+
+
+def ensure_data(data_recipe: dict[str, Any]) -> str:
+    """The data folder; generated with `tasks.synthetic` when the recipe asks for it and it is not there yet."""
+    data_dir = data_recipe["dir"]
+    generate = data_recipe.get("generate")
+    if generate and not os.path.isfile(os.path.join(data_dir, "annotations", "instances_train.json")):
+        from tasks.synthetic import generate_synthetic_multitask
+
+        generate_synthetic_multitask(data_dir, **generate)
+    return data_dir
+
+
+def model_class_for(task_names: list[str]) -> type:
+    """`Glipv2ForGrounding` for detection/grounding alone, else `Glipv2ForPreTraining` (every head)."""
+    import glipv2
+
+    if all(name in GROUNDING_TASKS for name in task_names):
+        return glipv2.Glipv2ForGrounding
+    return glipv2.Glipv2ForPreTraining
+
+
+def load_task_data(recipe: dict[str, Any], split: str) -> dict[str, Any]:
+    """Each task's `TaskData` for `split`, read through the registry's loaders."""
+    data_dir = ensure_data(recipe["data"])
+    limit = recipe["data"].get("max_samples")
+    out = {}
+    for task in recipe["tasks"]:
+        name = task["name"] if isinstance(task, dict) else task
+        spec = get_task(name)
+        out[name] = spec.load(spec.default_files(data_dir, split), limit)
+    return out
+
+
+def build_sources(
+    train_data: dict[str, Any], processor: Any, seed: int, answer_vocab: list[str] | None, data_recipe: dict
+) -> dict:
+    """Training collators (augmentation on) around each task's records.
+
+    `data.train_min_sizes` / `data.train_max_size` set GLIP's multi-scale training resize (official: shortest side
+    480-800, longest 1333); small synthetic images use sizes around their own. `data.train_pad_size` pads every
+    batch to one square size, so that batch composition (and the number of processes) cannot change results.
+    """
+    sources = {}
+    scales = {}
+    if "train_min_sizes" in data_recipe:
+        scales = {"min_sizes": tuple(data_recipe["train_min_sizes"]), "max_size": data_recipe.get("train_max_size")}
+    if data_recipe.get("train_pad_size"):
+        scales["pad_size"] = int(data_recipe["train_pad_size"])
+    for name, data in train_data.items():
+        spec = get_task(name)
+        kwargs: dict[str, Any] = {"train": True, "seed": seed, **scales}
+        if name == "detection":
+            kwargs["categories"] = data.categories
+        if name == "vqa":
+            kwargs["answer_vocab"] = answer_vocab
+        sources[name] = TaskSource(dataset=data.dataset, collator=spec.collator(processor, **kwargs))
+    return sources
+
+
+def build_training(
+    recipe: dict[str, Any],
+    build_processor: Callable[[dict], Any],
+    build_model: Callable[[dict, type, dict], Any],
+    config: TrainConfig,
+) -> Run:
+    """Data, processor, model (answer vocabulary in `config.id2label` when VQA is trained) and the trainer."""
+    train_data = load_task_data(recipe, recipe["data"].get("train_split", "train"))
+    answer_vocab = None
+    extra_config: dict[str, Any] = {}
+    if "vqa" in train_data:
+        answer_vocab = build_answer_vocab(train_data["vqa"].dataset)
+        extra_config["id2label"] = dict(enumerate(answer_vocab))
+    processor = build_processor(recipe["model"])
+    set_seed(config.seed)  # the same initial weights whatever ran before (e.g. data generation)
+    model = build_model(recipe["model"], model_class_for(list(train_data)), extra_config)
+    if hasattr(model, "loss_weights") and config.loss_weights:
+        model.loss_weights.update(config.loss_weights)
+    sources = build_sources(train_data, processor, config.seed, answer_vocab, recipe["data"])
+    trainer = MultitaskTrainer(model, sources, config, task_loss=task_loss)
+    return Run(trainer, model, processor, config, recipe, train_data)
+
+
+def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
+    """Forward one task's batch: the all-heads model is told which task the batch belongs to."""
+    if type(_unwrap(model)).__name__ == "Glipv2ForPreTraining":
+        outputs = model(task=task, **batch)
+    else:
+        outputs = model(**batch)
+    return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
+
+
+def _unwrap(model: Any) -> Any:
+    return getattr(model, "module", model)
+
+
+def finish_training(run: Run, history: list[dict[str, float]]) -> str:
+    """Saves `<output_dir>/final` (weights, config, processor) and `train_summary.md`; returns the summary."""
+    accelerator = run.trainer.accelerator
+    accelerator.wait_for_everyone()
+    summary = summary_table(history)
+    if accelerator.is_main_process:
+        final = os.path.join(run.config.output_dir, "final")
+        model = accelerator.unwrap_model(run.trainer.model)
+        if run.trainer.ema is not None:
+            model.load_state_dict(run.trainer.ema.module.state_dict())
+        model.save_pretrained(final)
+        run.processor.save_pretrained(final)
+        with open(os.path.join(run.config.output_dir, "train_summary.md"), "w") as handle:
+            handle.write(summary + "\n")
+        with open(os.path.join(final, "training_recipe.json"), "w") as handle:
+            json.dump(run.recipe, handle, indent=2)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+__all__ = ["Run", "build_training", "ensure_data", "finish_training", "load_task_data", "model_class_for", "task_loss"]

@@ -1,0 +1,455 @@
+"""Joint multitask training with Accelerate: task mixture, exact resume, atomic checkpoints, EMA, NaN guard.
+
+One loop serves `scripts/train.py`, `scripts/finetune_peft.py` and the demo. Determinism is by construction:
+- each task draws its samples from [`TaskStream`], a seeded permutation per epoch whose position (epoch, offset) is
+  saved in the checkpoint; a global batch is cut into equal per-process shards, so N processes see the same global
+  batch as one process;
+- the task of each micro-step comes from a seeded `random.Random` whose state is checkpointed;
+- collators' augmentation generators are re-seeded from (seed, task, epoch, offset) before every batch;
+- model, optimizer and torch RNG states go through `accelerator.save_state`; the learning-rate scheduler is
+  stepped by this loop once per optimizer step (not by Accelerate, which would step it once per process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive steps with a NaN/inf loss."""
+
+
+@dataclass
+class TaskConfig:
+    """One task of the mixture: how often it is sampled and how much its loss weighs."""
+
+    name: str
+    sampling_weight: float = 1.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of a run (loss coefficients live here, never in the model config)."""
+
+    output_dir: str = "outputs/run"
+    tasks: list[TaskConfig] = field(default_factory=list)
+    seed: int = 0
+    max_steps: int = 1000
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    text_learning_rate: float = 1e-5  # GLIP trains the language backbone with a 10x lower rate
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | linear | constant
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None
+    save_every: int = 0
+    keep_last: int = 2
+    eval_every: int = 0
+    log_every: int = 10
+    max_consecutive_nonfinite: int = 5
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per named loss part, e.g. {"loss_box": 2.0}
+    report_to: str | None = "tensorboard"
+    verify_replicas: bool = False  # after every step, check that all processes hold identical parameters
+
+
+class TaskStream:
+    """Seeded, resumable stream of sample indices: epoch e is `randperm(n)` under seed (seed, task index, e)."""
+
+    def __init__(self, size: int, seed: int, task_index: int) -> None:
+        if size <= 0:
+            raise ValueError(f"Task {task_index} has an empty dataset: nothing to train on.")
+        self.size, self.seed, self.task_index = size, seed, task_index
+        self.epoch, self.offset = 0, 0
+        self._order: list[int] | None = None
+
+    def _permutation(self) -> list[int]:
+        if self._order is None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.task_index * 10_007 + self.epoch)
+            self._order = torch.randperm(self.size, generator=generator).tolist()
+        return self._order
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` indices, continuing into the next epoch when this one runs out."""
+        out: list[int] = []
+        while len(out) < count:
+            order = self._permutation()
+            chunk = order[self.offset : self.offset + count - len(out)]
+            out.extend(chunk)
+            self.offset += len(chunk)
+            if self.offset >= self.size:
+                self.epoch, self.offset, self._order = self.epoch + 1, 0, None
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset, self._order = state["epoch"], state["offset"], None
+
+
+def lr_lambda(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine / linear decay to 0 or constant."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "constant":
+            return 1.0
+        raise ValueError(f"Unknown schedule {schedule!r}: use cosine, linear or constant.")
+
+    return factor
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: language backbone at `text_learning_rate`, no weight decay on biases, norms and scales."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_text = ".text_model." in f".{name}"
+        no_decay = parameter.ndim <= 1 or name.endswith(".bias")
+        groups.setdefault((is_text, no_decay), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": config.text_learning_rate if is_text else config.learning_rate,
+            "weight_decay": 0.0 if no_decay else config.weight_decay,
+        }
+        for (is_text, no_decay), params in sorted(groups.items())
+    ]
+
+
+def default_task_loss(model: torch.nn.Module, task: str, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+    """Forward a task batch; models return `loss` and optionally a `loss_dict` of named parts."""
+    outputs = model(**batch)
+    return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
+
+
+def _shard(indices: list[int], rank: int, world: int) -> list[int]:
+    per_rank = len(indices) // world
+    return indices[rank * per_rank : (rank + 1) * per_rank]
+
+
+def checkpoints_in(output_dir: str) -> list[str]:
+    """Complete checkpoints (those with a state file), oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX) :].isdigit():
+            if os.path.isfile(os.path.join(path, STATE_FILE)):
+                found.append(path)
+    return sorted(found, key=lambda p: int(os.path.basename(p)[len(CHECKPOINT_PREFIX) :]))
+
+
+@dataclass
+class TaskSource:
+    """A task's data for training: a map-style dataset and a collator called on a list of its records."""
+
+    dataset: Sequence[Any]
+    collator: Callable[[list[Any]], dict[str, Any]]
+
+
+class MultitaskTrainer:
+    """Runs the training loop; see the module docstring for how determinism and resume work."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        sources: dict[str, TaskSource],
+        config: TrainConfig,
+        accelerator: Accelerator | None = None,
+        task_loss: Callable[[torch.nn.Module, str, dict], tuple[torch.Tensor, dict]] = default_task_loss,
+        evaluate: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    ) -> None:
+        if not config.tasks:
+            raise ValueError("TrainConfig.tasks is empty: name at least one task to train on.")
+        missing = [t.name for t in config.tasks if t.name not in sources]
+        if missing:
+            raise ValueError(f"No data for task(s) {missing}; available: {sorted(sources)}.")
+        self.config, self.sources, self.task_loss, self.evaluate = config, sources, task_loss, evaluate
+        self.accelerator = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(),  # torchrun on CPU: gloo ranks (DESIGN §5)
+            mixed_precision=config.mixed_precision,
+            log_with=config.report_to,
+            project_dir=config.output_dir,
+            # each task uses only its own head (and HF's SwinBackbone keeps an unused final layernorm)
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        set_seed(config.seed)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable()
+        optimizer = torch.optim.AdamW(parameter_groups(model, config))
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps)
+        )
+        self.ema = None
+        if config.ema_decay:
+            self.ema = AveragedModel(
+                self.accelerator.unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)
+            )
+        self.streams = {
+            t.name: TaskStream(len(sources[t.name].dataset), config.seed, i) for i, t in enumerate(config.tasks)
+        }
+        self.task_rng = random.Random(config.seed)
+        self.step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def _next_batch(self, task: str) -> dict[str, Any]:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        global_batch = self.config.per_device_batch_size * world
+        stream = self.streams[task]
+        position = (stream.epoch, stream.offset)
+        indices = _shard(stream.take(global_batch), rank, world)
+        source = self.sources[task]
+        records = []
+        for slot, index in enumerate(indices):
+            record = dict(source.dataset[index])
+            # Augmentation is seeded per sample from its place in the stream, so it is identical whatever the
+            # number of processes and after a resume.
+            record["augment_seed"] = (
+                f"{self.config.seed}:{task}:{position[0]}:{position[1] + rank * len(indices) + slot}"
+            )
+            records.append(record)
+        batch = source.collator(records)
+        return _to_device(batch, self.accelerator.device)
+
+    def _pick_task(self) -> str:
+        tasks = self.config.tasks
+        return self.task_rng.choices([t.name for t in tasks], weights=[t.sampling_weight for t in tasks])[0]
+
+    # --------------------------------------------------------------------------------------------------- step
+    def train_step(self) -> dict[str, float] | None:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches; None when it was skipped."""
+        accumulation = self.config.gradient_accumulation_steps
+        weights = {t.name: t.loss_weight for t in self.config.tasks}
+        record: dict[str, float] = {}
+        total = 0.0
+        finite = True
+        for micro in range(accumulation):
+            task = self._pick_task()
+            batch = self._next_batch(task)
+            context = self.accelerator.no_sync(self.model) if micro < accumulation - 1 else _null_context()
+            with context, self.accelerator.autocast():
+                loss, parts = self.task_loss(self.model, task, batch)
+                loss = loss * weights[task] / accumulation
+            loss_value = float(self.accelerator.reduce(loss.detach(), reduction="mean"))
+            if not math.isfinite(loss_value):
+                finite = False
+                break
+            self.accelerator.backward(loss)
+            total += loss_value
+            record[f"{task}/loss"] = record.get(f"{task}/loss", 0.0) + loss_value * accumulation / weights[task]
+            for name, value in parts.items():
+                record[f"{task}/{name}"] = float(value.detach())
+        if not finite:
+            return self._skip_nonfinite()
+        self.nonfinite_in_row = 0
+        if self.config.max_grad_norm:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+            if not math.isfinite(grad_norm):  # finite loss, overflowing gradients: skip the update as well
+                return self._skip_nonfinite()
+            record["grad_norm"] = grad_norm
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.accelerator.unwrap_model(self.model))
+        self.step += 1
+        if self.config.verify_replicas:
+            self._verify_replicas()
+        record.update(loss=total, lr=self.scheduler.get_last_lr()[0], step=self.step)
+        return record
+
+    def _verify_replicas(self) -> None:
+        """Raises if the processes' parameters differ (bitwise, through a float64 checksum per tensor)."""
+        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()])
+        gathered = self.accelerator.gather(sums[None])
+        if not torch.equal(gathered, gathered[:1].expand_as(gathered)):
+            raise RuntimeError(f"Processes hold different parameters after step {self.step}.")
+
+    def _skip_nonfinite(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_total += 1
+        self.nonfinite_in_row += 1
+        logger.warning("Non-finite loss at step %d: step skipped (%d in a row).", self.step, self.nonfinite_in_row)
+        if self.nonfinite_in_row >= self.config.max_consecutive_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} consecutive steps had a NaN/inf loss (last at step {self.step}); stopping. "
+                "Lower the learning rate, check the data for NaN boxes, or use bf16 instead of fp16."
+            )
+        return None
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "task_rng": _encode_random_state(self.task_rng.getstate()),
+            "streams": {name: stream.state_dict() for name, stream in self.streams.items()},
+            "scheduler": self.scheduler.state_dict(),
+            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_in_row": self.nonfinite_in_row,
+            "history": self.history,
+            "config": asdict(self.config),
+        }
+
+    def save_checkpoint(self) -> str:
+        """Writes `checkpoint-<step>` atomically (write to a temporary folder, then rename); keeps the last K."""
+        final = os.path.join(self.config.output_dir, f"{CHECKPOINT_PREFIX}{self.step}")
+        temporary = final + ".tmp"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(temporary)
+        if self.accelerator.is_main_process:
+            if self.ema is not None:
+                torch.save(self.ema.state_dict(), os.path.join(temporary, "ema.pt"))
+            with open(os.path.join(temporary, STATE_FILE), "w") as handle:
+                json.dump(self.trainer_state(), handle)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+            for old in checkpoints_in(self.config.output_dir)[: -self.config.keep_last or None]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restores model, optimizer, RNG states, scheduler, data positions and the task sampler."""
+        if path == "latest":
+            found = checkpoints_in(self.config.output_dir)
+            if not found:
+                raise FileNotFoundError(f"No complete checkpoint in {self.config.output_dir} to resume from.")
+            path = found[-1]
+        if not os.path.isfile(os.path.join(path, STATE_FILE)):
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE}).")
+        self.accelerator.load_state(path)
+        with open(os.path.join(path, STATE_FILE)) as handle:
+            state = json.load(handle)
+        self.step = state["step"]
+        self.task_rng.setstate(_decode_random_state(state["task_rng"]))
+        for name, stream_state in state["streams"].items():
+            self.streams[name].load_state_dict(stream_state)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.nonfinite_total, self.nonfinite_in_row = state["nonfinite_total"], state["nonfinite_in_row"]
+        self.history = state["history"]
+        if self.ema is not None and os.path.isfile(os.path.join(path, "ema.pt")):
+            self.ema.load_state_dict(torch.load(os.path.join(path, "ema.pt"), weights_only=True))
+        logger.info("Resumed from %s at step %d.", path, self.step)
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def train(self, resume_from: str | None = None, progress: bool = True) -> list[dict[str, float]]:
+        """Trains to `max_steps`; returns the logged history (one record per step)."""
+        if resume_from:
+            self.load_checkpoint(resume_from)
+        accelerator, config = self.accelerator, self.config
+        if config.report_to:
+            accelerator.init_trackers("glipv2", config={"max_steps": config.max_steps, "seed": config.seed})
+        bar = _progress_bar(config.max_steps, self.step, accelerator.is_main_process and progress)
+        started, samples = time.time(), 0
+        while self.step < config.max_steps:
+            record = self.train_step()
+            if record is None:
+                continue
+            samples += config.per_device_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+            record["samples_per_second"] = samples / max(time.time() - started, 1e-9)
+            self.history.append(record)
+            if config.report_to and (self.step % config.log_every == 0 or self.step == config.max_steps):
+                accelerator.log(record, step=self.step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{record['samples_per_second']:.1f}")
+            if config.eval_every and self.evaluate and self.step % config.eval_every == 0:
+                metrics = self.evaluate(accelerator.unwrap_model(self.model), self.step)
+                if config.report_to:
+                    accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
+            if config.save_every and self.step % config.save_every == 0:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if config.report_to:
+            accelerator.end_training()
+        return self.history
+
+
+def summary_table(history: list[dict[str, float]], window: int = 20) -> str:
+    """A markdown table of each logged quantity: first, mean of the last `window` steps."""
+    if not history:
+        return "(no steps)"
+    keys = sorted({k for record in history for k in record if "/" in k or k in ("loss", "grad_norm")})
+    lines = [f"| quantity | first | last (mean of {min(window, len(history))}) |", "|---|---|---|"]
+    for key in keys:
+        values = [record[key] for record in history if key in record]
+        tail = values[-window:]
+        lines.append(f"| {key} | {values[0]:.4f} | {sum(tail) / len(tail):.4f} |")
+    return "\n".join(lines)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to_device(v, device) for v in batch]
+    return batch
+
+
+class _null_context:  # noqa: N801 - used like contextlib.nullcontext but cheaper to type-check
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+
+def _encode_random_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _decode_random_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

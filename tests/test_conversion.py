@@ -734,6 +734,42 @@ def test_dyhead_block_matches_the_official_dyconv() -> None:
         assert _relative_error(feature, reference) <= TOLERANCE, level
 
 
+def test_grounding_head_matches_the_official_dot_product_head() -> None:
+    """Converted head parameters in our head vs `VLDyHead.forward`'s dot-product branch, box and centerness convs."""
+    from glipv2.grounding import Glipv2GroundingHead
+    from scripts.make_glip_key_manifest import head_shapes
+
+    channels, text_dim = 16, 12
+    spec = OfficialGlipSpec(dyhead_channels=channels, num_convs=0, bert={"hidden_size": text_dim})
+    official = {key: value for key, value in _official_state_dict(head_shapes(spec)).items() if ".head." in key}
+    ours = Glipv2GroundingHead(channels, text_dim, 5).eval()
+    missing, unexpected = ours.load_state_dict(_converted_part(official, "grounding_head."))
+    assert missing == [] and unexpected == []
+    levels = [torch.randn(2, channels, size, size + 1) for size in (8, 4, 2, 1, 1)]
+    text = torch.randn(2, 6, text_dim)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    with torch.no_grad():
+        logits, boxes, centerness = ours(tuple(levels), text, mask)
+    head = {key.removeprefix("rpn.head."): value for key, value in official.items()}
+    embedding = F.normalize(text, p=2, dim=-1)
+    proj_tokens = F.linear(
+        embedding / 2.0, head["dot_product_projection_text.weight"], head["dot_product_projection_text.bias"]
+    )
+    proj_tokens_bias = torch.matmul(embedding, head["bias_lang"]) + head["bias0"]
+    expected_logits, expected_boxes, expected_centerness = [], [], []
+    for level, x in enumerate(levels):
+        queries = x.permute(0, 2, 3, 1).reshape(2, -1, channels)  # permute_and_flatten
+        logit = torch.matmul(queries, proj_tokens.transpose(-1, -2)) / head["log_scale"].exp()
+        expected_logits.append((logit + proj_tokens_bias.unsqueeze(1)).clamp(-50000, 50000))
+        box = F.conv2d(x, head["bbox_pred.weight"], head["bbox_pred.bias"]) * head[f"scales.{level}.scale"]
+        expected_boxes.append(box.permute(0, 2, 3, 1).reshape(2, -1, 4))
+        center = F.conv2d(x, head["centerness.weight"], head["centerness.bias"])
+        expected_centerness.append(center.reshape(2, -1))
+    assert _relative_error(logits, torch.cat(expected_logits, dim=1)) <= TOLERANCE
+    assert _relative_error(boxes, torch.cat(expected_boxes, dim=1)) <= TOLERANCE
+    assert _relative_error(centerness, torch.cat(expected_centerness, dim=1)) <= TOLERANCE
+
+
 # ----------------------------------------------------------------------------------------------- real checkpoint
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("GLIP_CHECKPOINT"), reason="set GLIP_CHECKPOINT to an official GLIP .pth")

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 _SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
+# `python scripts/push_to_hub.py` puts scripts/ first on sys.path, where scripts/evaluate.py would shadow `evaluate`.
+sys.path[:] = [path for path in sys.path if os.path.abspath(path or os.curdir) != _SCRIPTS_DIR]
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 

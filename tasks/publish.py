@@ -314,7 +314,10 @@ def prepare_for_hub(model_dir: str | os.PathLike) -> dict[str, Any]:
     if not tasks:
         return {"auto_map": {}, "custom_pipelines": {}}
     config = read_json(folder / "config.json")
-    auto_map = dict(config.get("auto_map") or {})
+    # model entries are rebuilt from the table: a stale one (say, a closed-vocabulary class without a vocabulary)
+    # would load a model that cannot run
+    model_autos = {task.auto_class for task in HUB_TASKS}
+    auto_map = {key: value for key, value in (config.get("auto_map") or {}).items() if key not in model_autos}
     auto_map["AutoConfig"] = _copy_code(glipv2.Glipv2Config, folder)
     for task in tasks:
         auto_map[task.auto_class] = _copy_code(getattr(glipv2, task.model_class), folder)

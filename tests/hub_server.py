@@ -18,6 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+MAX_BODY_BYTES = 256 * 1024 * 1024  # the server keeps everything in memory: refuse larger requests
+
+
+class RequestTooLargeError(ValueError):
+    """A request body above `MAX_BODY_BYTES`."""
+
 
 def git_blob_sha(content: bytes) -> str:
     """The git blob sha1 of `content` (the Hub's ETag for a regular file)."""
@@ -162,7 +168,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"error": message}).encode(), headers, head)
 
     def _body(self) -> bytes:
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        length = int(self.headers.get("Content-Length", 0))
+        if length > MAX_BODY_BYTES:
+            raise RequestTooLargeError(f"request body of {length} bytes exceeds the server's {MAX_BODY_BYTES}")
+        data = self.rfile.read(length)
         return gzip.decompress(data) if self.headers.get("Content-Encoding") == "gzip" else data
 
     def _readable_repo(self, repo_id: str, head: bool = False) -> Repo | None:
@@ -193,22 +202,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = parse_qs(url.query)
-        with self.server.state.lock:
-            if method == "POST" and parts[:3] == ["api", "repos", "create"]:
-                return self._create_repo()
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
-                return self._api(method, "/".join(parts[2:4]), parts[4:], query)
-            if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
-                return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), method == "HEAD")
-            if method == "POST" and parts[:2] == ["api", "validate-yaml"]:
-                errors = [{"message": message} for message in validate_card(json.loads(self._body())["content"])]
-                return self._json(400 if errors else 200, {"errors": errors, "warnings": []})
-            if method == "GET" and parts[:2] == ["api", "whoami-v2"]:
-                user = self._user()
-                if user is None:
-                    return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
-                return self._json(200, {"type": "user", "name": user, "auth": {"type": "access_token"}})
-            self._error(404, "NotFound", f"no route for {method} {url.path}", method == "HEAD")
+        try:
+            with self.server.state.lock:
+                self._dispatch(method, url.path, parts, query)
+        except RequestTooLargeError as error:
+            self._error(413, "PayloadTooLarge", str(error))
+            self.close_connection = True
+
+    def _dispatch(self, method: str, path: str, parts: list[str], query: dict[str, list[str]]) -> None:
+        if method == "POST" and parts[:3] == ["api", "repos", "create"]:
+            return self._create_repo()
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            return self._api(method, "/".join(parts[2:4]), parts[4:], query)
+        if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
+            return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), method == "HEAD")
+        if method == "POST" and parts[:2] == ["api", "validate-yaml"]:
+            errors = [{"message": message} for message in validate_card(json.loads(self._body())["content"])]
+            return self._json(400 if errors else 200, {"errors": errors, "warnings": []})
+        if method == "GET" and parts[:2] == ["api", "whoami-v2"]:
+            user = self._user()
+            if user is None:
+                return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            return self._json(200, {"type": "user", "name": user, "auth": {"type": "access_token"}})
+        self._error(404, "NotFound", f"no route for {method} {path}", method == "HEAD")
 
     def _api(self, method: str, repo_id: str, rest: list[str], query: dict[str, list[str]]) -> None:
         action = rest[0] if rest else ""

@@ -35,7 +35,7 @@ from glipv2 import (
 )
 from tasks.publish import HUB_TASKS, load_metrics, prepare_for_hub, render_model_card, supported_tasks
 from tests.conftest import tiny_config
-from tests.hub_server import HubServer
+from tests.hub_server import HubServer, validate_card
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_glipv2TestTokenDoNotLeak0123456789"
@@ -306,6 +306,27 @@ def test_supported_tasks_follow_heads_and_config(tmp_path: Path) -> None:
     prepared = prepare_for_hub(tmp_path / "base")
     assert "custom_pipelines" not in json.loads((tmp_path / "base" / "config.json").read_text())
     assert prepared["auto_map"]["AutoModel"] == "modeling_glipv2.Glipv2Model"
+    # a closed-vocabulary class saved without its vocabulary: its stale auto_map entry is dropped
+    Glipv2ForObjectDetection(tiny_config()).save_pretrained(tmp_path / "no-vocabulary")
+    assert (
+        "AutoModelForObjectDetection"
+        in json.loads((tmp_path / "no-vocabulary" / "config.json").read_text())["auto_map"]
+    )
+    prepared = prepare_for_hub(tmp_path / "no-vocabulary")
+    assert "AutoModelForObjectDetection" not in prepared["auto_map"]
+    assert "AutoModelForZeroShotObjectDetection" in prepared["auto_map"]
+
+
+def test_server_validates_card_metadata_like_the_hub(tmp_path: Path) -> None:
+    Glipv2ForGrounding(tiny_config()).save_pretrained(tmp_path)
+    card = render_model_card(tmp_path, {"detection": {"AP": 0.5}}, repo_id="bob/g")
+    assert validate_card(card) == []
+    assert validate_card(card.replace("pipeline_tag: zero-shot-object-detection", "pipeline_tag: nope")) == [
+        "unknown pipeline_tag 'nope'"
+    ]
+    assert validate_card(card.replace("      value: 0.5", "      value: [0.5]")) == [
+        "bad metric {'type': 'AP', 'value': [0.5], 'name': 'AP'}"
+    ]
 
 
 REMOTE = textwrap.dedent(

@@ -2,6 +2,8 @@
 
 `pipeline("visual-question-answering", model=...)(image, question, top_k=5)` returns `[{"answer", "score"}, ...]`
 by decreasing score; a score is the sigmoid of the answer logit (the model is trained with per-answer BCE).
+`pipe.save_pretrained(folder)` records the pipeline in the folder's `config.custom_pipelines`, so
+`pipeline("visual-question-answering", model=folder, trust_remote_code=True)` works where glipv2 is not installed.
 """
 
 from __future__ import annotations

@@ -154,6 +154,34 @@ def test_region_word_loss_hand_computed_two_images() -> None:
     assert lonely.item() == 0.0
 
 
+def test_region_word_inputs_pick_positive_anchors_and_phrase_tokens() -> None:
+    from glipv2.modeling_glipv2_understanding import region_word_inputs
+
+    matched = torch.tensor([[-1, 0, 0, -1], [1, -1, -1, 0]])
+    regions = torch.arange(2 * 4 * 1, dtype=torch.float32).view(2, 4, 1)  # feature = 4 * image + anchor
+    words = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1) + 100  # feature = 100 + 5 * image + token
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    labels = [
+        {
+            "boxes": torch.zeros(1, 4),
+            "positive_map": torch.tensor([[0, 1, 1, 0, 0.0]]),
+            "class_labels": torch.tensor([7]),
+        },
+        {
+            "boxes": torch.zeros(2, 4),
+            "positive_map": torch.tensor([[0, 1, 0, 0, 0.0], [0, 0, 1, 1, 1.0]]),  # token 4 is padding
+            "class_labels": torch.tensor([3, 7]),
+        },
+    ]
+    r, r_labels, w, w_labels = region_word_inputs(matched, regions, words, mask, labels)
+    assert r.flatten().tolist() == [1, 2, 4, 7] and r_labels.tolist() == [7, 7, 7, 3]
+    assert w.flatten().tolist() == [101, 102, 106, 107, 108] and w_labels.tolist() == [7, 7, 3, 7, 7]
+    # without class labels every box is its own label: positives stay inside the image
+    plain = [{k: v for k, v in label.items() if k != "class_labels"} for label in labels]
+    _, r_labels, _, w_labels = region_word_inputs(matched, regions, words, mask, plain)
+    assert r_labels.tolist() == [-1, -1, -1026, -1025] and w_labels.tolist() == [-1, -1, -1025, -1026, -1026]
+
+
 DISTRIBUTED_WORKER = textwrap.dedent(
     """
     import os, sys, torch
@@ -316,6 +344,23 @@ VQA_DATA = [
 ]
 
 
+REMOTE_VQA_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["glipv2"] = None
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+    vqa = pipeline("visual-question-answering", model=sys.argv[1], trust_remote_code=True)
+    assert type(vqa).__module__.startswith("transformers_modules"), type(vqa).__module__
+    yy, xx = np.mgrid[:64, :64]
+    canvas = np.full((64, 64, 3), 128, dtype=np.uint8)
+    canvas[(yy - 32) ** 2 + (xx - 32) ** 2 < 324] = (20, 20, 230)
+    print(vqa(Image.fromarray(canvas), sys.argv[2], top_k=1)[0]["answer"])
+    """
+)
+
+
 def test_vqa_overfit_accuracy_and_pipeline(processor: Glipv2Processor, tmp_path: pathlib.Path) -> None:
     from transformers import pipeline
 
@@ -338,6 +383,21 @@ def test_vqa_overfit_accuracy_and_pipeline(processor: Glipv2Processor, tmp_path:
         result = vqa(_scene(color, shape), question, top_k=3)
         assert len(result) == 3 and result[0]["answer"] == answer
         assert result[0]["score"] >= result[1]["score"]
+    # the pipeline's own folder publishes it as custom code: it loads where glipv2 cannot be imported
+    vqa.save_pretrained(tmp_path / "pipe")
+    (tmp_path / "remote.py").write_text(REMOTE_VQA_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "pipe"), VQA_DATA[1][2]],
+        cwd=tmp_path,
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # (the last word: transformers may print a trust prompt for the processor's inferred video processor first)
+    assert result.stdout.split()[-1] == "blue"
     with pytest.raises(ValueError, match="question is empty"):
         vqa(images[0], "   ")
     with pytest.raises(ValueError, match="question is 302 tokens long"):

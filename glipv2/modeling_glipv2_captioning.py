@@ -167,8 +167,6 @@ class Glipv2ForConditionalGeneration(Glipv2UnderstandingPreTrainedModel, Generat
             generation.eos_token_id = getattr(text, "eos_token_id", None) or BERT_SEP_TOKEN_ID
         if generation.pad_token_id is None:
             generation.pad_token_id = text.pad_token_id
-        if generation.max_new_tokens is None:
-            generation.max_new_tokens = 20  # COCO captions are ~10 words; the positions limit is checked
         generation.use_cache = False
 
     def get_output_embeddings(self) -> nn.Module:

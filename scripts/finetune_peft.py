@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-min-sizes", type=int, nargs="+", help="multi-scale training sizes (GLIP: 480-800)")
     parser.add_argument("--train-max-size", type=int, help="longest side in training (GLIP: 1333)")
     parser.add_argument("--train-pad-size", type=int, help="pad every training batch to this square size")
+    parser.add_argument(
+        "--fixed-prompt",
+        action="store_true",
+        help="detection: train on the evaluation prompt (all categories in order, GLIP's DISABLE_SHUFFLE) instead "
+        "of sampled, shuffled ones; suits prompt tuning",
+    )
     parser.add_argument("--eval-batch-size", type=int, default=8)
     parser.add_argument("--merge", action="store_true", help="also write <output>/merged, a plain checkpoint")
     parser.add_argument("--push_to_hub", "--push-to-hub", dest="push_to_hub", metavar="REPO", help="Hub repo id")
@@ -127,7 +133,8 @@ def build_model(args: argparse.Namespace, answer_vocab: list[str] | None) -> Any
         model, args.method, args.task, args.target_modules, args.lora_r, args.lora_alpha, args.lora_dropout
     )
     trainable, total = count_parameters(model)
-    print(f"{args.method}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+    if int(os.environ.get("RANK", "0")) == 0:  # the Accelerator does not exist yet: one line per run, not per rank
+        print(f"{args.method}: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
     return model
 
 
@@ -157,7 +164,7 @@ def build_trainer(args: argparse.Namespace, processor: Any) -> Any:
     from accelerate.utils import set_seed
 
     from tasks.multitask import build_sources
-    from tasks.peft_utils import peft_task_loss
+    from tasks.peft_utils import fixed_prompt_source, peft_task_loss
     from tasks.trainer import MultitaskTrainer
     from tasks.vqa import build_answer_vocab
 
@@ -171,6 +178,10 @@ def build_trainer(args: argparse.Namespace, processor: Any) -> Any:
     set_seed(args.seed)
     model = build_model(args, answer_vocab)
     sources = build_sources({args.task: train_data}, processor, args.seed, answer_vocab, data_recipe)
+    if args.fixed_prompt:
+        if args.task != "detection":
+            raise ValueError("--fixed-prompt applies to --task detection (the prompt is the category list).")
+        sources[args.task] = fixed_prompt_source(train_data, processor, args.seed, data_recipe)
     return MultitaskTrainer(model, sources, train_config(args), task_loss=peft_task_loss)
 
 

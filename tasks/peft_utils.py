@@ -23,8 +23,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from tasks.collators import DetectionCollator, load_rgb, xywh_to_xyxy
 from tasks.common import write_json
 from tasks.synthetic.scenes import SceneObject, describe, pair_name, sample_scene
+from tasks.transforms import clean_category_name
 
 METHODS = ("lora", "prompt", "linear-probe", "full")
 # Full-match regex (PEFT's `target_modules` string form): VLFuse attention projections, the fusion text layer's
@@ -181,6 +183,48 @@ def peft_task_loss(model: nn.Module, task: str, batch: dict[str, Any]) -> tuple[
     else:
         outputs = model(**batch)
     return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
+
+
+# ------------------------------------------------------------------------------------------------- fixed prompts
+class FixedPromptDetectionCollator(DetectionCollator):
+    """Detection training with the evaluation prompt: every image gets all categories, in dataset order, joined as
+    `detect_labels` joins them (GLIP's `DATASETS.DISABLE_SHUFFLE` for fine-tuning). A per-position prompt table then
+    sees each class at the same token positions in training and evaluation. When the categories need several
+    256-token chunks, images fall back to the sampled, shuffled prompts of [`DetectionCollator`] (never truncated).
+    """
+
+    def __init__(self, processor: Any, categories: Any, **kwargs: Any) -> None:
+        super().__init__(processor, categories, **kwargs)
+        names = [clean_category_name(name) for name in self.categories.values()]
+        prompts = processor.build_prompts(names, max_length=self.max_length)
+        self.prompt = prompts[0] if len(prompts) == 1 else None
+        self.spans = dict(zip(self.categories, self.prompt.label_spans)) if self.prompt else {}
+
+    def example(self, record: Any) -> tuple[Image.Image, str, dict[str, Any]]:
+        """One record -> (augmented image, the fixed prompt, grounding target in that image's pixels)."""
+        if self.prompt is None:
+            return super().example(record)
+        objects = record["objects"]
+        crowd = objects.get("iscrowd") or [0] * len(objects["bbox"])
+        kept = [index for index, is_crowd in enumerate(crowd) if not is_crowd]
+        self.stats["crowd_boxes"] += len(crowd) - len(kept)
+        boxes = xywh_to_xyxy([objects["bbox"][index] for index in kept])
+        spans = [[list(self.spans[int(objects["category_id"][index])])] for index in kept]
+        image, boxes, _, _ = self.augment(load_rgb(record["image"]), boxes, None, (), self.record_rng(record))
+        return image, self.prompt.text, {"boxes": boxes, "spans": spans}
+
+
+def fixed_prompt_source(task_data: Any, processor: Any, seed: int, data_recipe: dict[str, Any]) -> Any:
+    """A detection `TaskSource` with [`FixedPromptDetectionCollator`] (scales as `tasks.multitask.build_sources`)."""
+    from tasks.trainer import TaskSource
+
+    kwargs: dict[str, Any] = {"train": True, "seed": seed}
+    if "train_min_sizes" in data_recipe:
+        kwargs.update(min_sizes=tuple(data_recipe["train_min_sizes"]), max_size=data_recipe.get("train_max_size"))
+    if data_recipe.get("train_pad_size"):
+        kwargs["pad_size"] = int(data_recipe["train_pad_size"])
+    collator = FixedPromptDetectionCollator(processor, task_data.categories, **kwargs)
+    return TaskSource(dataset=task_data.dataset, collator=collator)
 
 
 # --------------------------------------------------------------------------------------------------- prompt tuning
@@ -397,6 +441,7 @@ def generate_shifted_shapes(
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
+    "FixedPromptDetectionCollator",
     "METHODS",
     "SHIFTED_CATEGORIES",
     "Glipv2PromptTuning",
@@ -406,6 +451,7 @@ __all__ = [
     "count_parameters",
     "describe_modules",
     "detach_prompt_tuning",
+    "fixed_prompt_source",
     "generate_shifted_shapes",
     "inference_model",
     "load_prompt_tuning",

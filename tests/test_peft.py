@@ -290,3 +290,22 @@ def test_many_categories_are_chunked_not_truncated(base: dict[str, Any]) -> None
     batch = collator([record])
     assert batch["input_ids"].shape[1] <= 256 and collator.stats["dropped_boxes"] == 0
     assert batch["labels"][0]["positive_map"].sum(dim=1).min() > 0  # both boxes keep their tokens
+
+
+def test_fixed_prompt_collator_uses_the_evaluation_prompt(base: dict[str, Any]) -> None:
+    from tasks.peft_utils import SHIFTED_CATEGORIES, FixedPromptDetectionCollator
+    from tasks.registry import DataFiles, get_task
+
+    data, processor = base["data"], base["processor"]
+    files = DataFiles(str(data / "images" / "train"), str(data / "annotations" / "instances_train.json"))
+    task_data = get_task("detection").load(files, 2)
+    collator = FixedPromptDetectionCollator(processor, task_data.categories, train=True, min_sizes=(64,), max_size=64)
+    batch = collator(list(task_data.dataset))
+    prompt = processor.build_prompts([c["name"] for c in SHIFTED_CATEGORIES])[0]  # what detect_labels encodes
+    expected = processor.tokenizer(prompt.text)["input_ids"]
+    assert batch["input_ids"][:, : len(expected)].tolist() == [expected] * 2
+    encoding = processor.tokenizer(prompt.text)
+    for record, label in zip(task_data.dataset, batch["labels"]):
+        rows = [prompt.label_spans[category - 1] for category in record["objects"]["category_id"]]
+        wanted = processor.positive_map(encoding, [[span] for span in rows], text=prompt.text)
+        assert torch.equal(label["positive_map"][:, : wanted.shape[1]] > 0, wanted > 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,6 +81,16 @@ class Glipv2PreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["Glipv2FusionLayer"]
+
+    def enable_input_require_grads(self) -> None:
+        """Hooks the text word embeddings only. transformers' version hooks every sub-model's input embeddings,
+        and the vision backbone's (Swin patch embeddings) return a tuple, which its hook cannot mark."""
+
+        def make_output_require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:  # noqa: ARG001
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_output_require_grad)]
+        self._require_grads_hook = self._require_grads_hooks[0]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Generic inits first (children are visited before parents), then the official GLIP ones."""

@@ -82,6 +82,9 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
     Loss weights are set from the training side (`model.loss_weights`), defaulting to the official ones.
     """
 
+    # A Glipv2ForPreTraining checkpoint also holds the understanding heads: not an error for this class.
+    _keys_to_ignore_on_load_unexpected = [r"^(vqa|caption|mlm|contrastive)_head\."]
+
     def __init__(self, config: Glipv2Config) -> None:
         super().__init__(config)
         self.model = Glipv2Model(config)

@@ -164,16 +164,6 @@ def _contrastive_head(config: Glipv2Config) -> Glipv2ContrastiveHead:
 class Glipv2UnderstandingPreTrainedModel(Glipv2PreTrainedModel):
     """Adds the initialisation of the understanding heads to [`Glipv2PreTrainedModel`]."""
 
-    def enable_input_require_grads(self) -> None:
-        """Hooks the text word embeddings only. transformers' version hooks every sub-model's input embeddings,
-        and the vision backbone's (Swin patch embeddings) return a tuple, which its hook cannot mark."""
-
-        def make_output_require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            output.requires_grad_(True)
-
-        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_output_require_grad)]
-        self._require_grads_hook = self._require_grads_hooks[0]
-
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
@@ -277,7 +267,7 @@ class Glipv2PreTrainingOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor`, *optional*): `sum(model.loss_weights[name] * loss_dict[name])`.
         loss_dict (`dict[str, torch.FloatTensor]`, *optional*): unweighted `loss_cls`, `loss_box`, `loss_centerness`,
-            `loss_region_word`, `loss_mlm`, `loss_itc`, `loss_vqa` (those whose labels were given).
+            `loss_region_word`, `loss_mlm`, `loss_itc`, `loss_vqa`, `loss_caption` (those whose labels were given).
         logits (`torch.FloatTensor` of shape `(B, A, T)`): region-word alignment logits (grounding head).
         pred_boxes (`torch.FloatTensor` of shape `(B, A, 4)`): normalised cxcywh boxes.
         centerness (`torch.FloatTensor` of shape `(B, A)`): centerness logits.
@@ -285,6 +275,7 @@ class Glipv2PreTrainingOutput(ModelOutput):
         vqa_logits (`torch.FloatTensor` of shape `(B, num_answers)`): answer logits.
         image_embeds, text_embeds (`torch.FloatTensor` of shape `(B, projection_dim)`): dual-encoder embeddings.
         spatial_shapes (`torch.LongTensor` of shape `(L, 2)`), image_sizes (`torch.LongTensor` of shape `(B, 2)`).
+        caption_logits (`torch.FloatTensor` of shape `(B, T, vocab_size)`, *optional*): with `caption_labels`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -298,6 +289,7 @@ class Glipv2PreTrainingOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     spatial_shapes: torch.LongTensor | None = None
     image_sizes: torch.LongTensor | None = None
+    caption_logits: torch.FloatTensor | None = None
 
 
 def _return(output: ModelOutput, return_dict: bool | None) -> ModelOutput | tuple:
@@ -537,6 +529,27 @@ class Glipv2ForPreTraining(Glipv2ForGrounding, Glipv2UnderstandingPreTrainedMode
     def get_output_embeddings(self) -> nn.Module:
         return self.mlm_head.decoder
 
+    def _caption_forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        caption_labels: torch.Tensor,
+        return_dict: bool | None,
+    ) -> Glipv2PreTrainingOutput | tuple:
+        """The captioning objective on the shared weights (see [`Glipv2ForConditionalGeneration`])."""
+        from .modeling_glipv2_captioning import causal_text_features, encode_image_memory
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        memory = encode_image_memory(self.model, pixel_values)
+        caption_logits = self.caption_head(causal_text_features(self.model, memory, input_ids, attention_mask))
+        losses = {"loss_caption": shifted_lm_loss(caption_logits, caption_labels)}
+        loss = sum(self.loss_weights.get(name, 1.0) * value for name, value in losses.items())
+        return _return(
+            Glipv2PreTrainingOutput(loss=loss, loss_dict=losses, caption_logits=caption_logits), return_dict
+        )
+
     def _region_word_loss(
         self, labels: list[dict[str, torch.Tensor]], outputs: Any, anchors: torch.Tensor, spatial_shapes: torch.Tensor
     ) -> torch.Tensor:
@@ -564,12 +577,16 @@ class Glipv2ForPreTraining(Glipv2ForGrounding, Glipv2UnderstandingPreTrainedMode
         labels: list[dict[str, torch.Tensor]] | None = None,
         mlm_labels: torch.Tensor | None = None,
         vqa_labels: torch.Tensor | None = None,
+        caption_labels: torch.Tensor | None = None,
         return_itc_loss: bool = False,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> Glipv2PreTrainingOutput | tuple:
         """
         Args:
+            caption_labels: `(B, T)` caption ids with -100 on padding: `input_ids` are then a caption and only the
+                captioning objective runs, under its seq2seq mask (as [`Glipv2ForConditionalGeneration`], same
+                weights), so joint training needs one model.
             pixel_values, pixel_mask, input_ids (masked for MLM), attention_mask: from [`Glipv2Processor`].
             labels: grounding labels per image `{"boxes" (N, 4) normalised cxcywh, "positive_map" (N, T),
                 optional "class_labels" (N,)}` (class labels define region-word positives across images).
@@ -577,6 +594,8 @@ class Glipv2ForPreTraining(Glipv2ForGrounding, Glipv2UnderstandingPreTrainedMode
             vqa_labels: `(B, num_answers)` soft scores.
             return_itc_loss: add the image-text contrastive loss (image i and text i are the positive pair).
         """
+        if caption_labels is not None:
+            return self._caption_forward(pixel_values, input_ids, attention_mask, caption_labels, return_dict)
         outputs = self.model(
             pixel_values=pixel_values,
             input_ids=input_ids,

@@ -114,14 +114,18 @@ class Glipv2Processor(ProcessorMixin):
     def _get_arguments_from_pretrained(
         cls, pretrained_model_name_or_path: str, processor_dict: dict | None = None, **kwargs: Any
     ) -> list[Any]:
-        """Load the image processor by its own class, so no Auto registration is needed (remote code included)."""
+        """Load the image processor by its own class, so no Auto registration is needed (remote code included).
+
+        Hub options (token, revision, cache and download settings) reach both halves; `trust_remote_code` reaches
+        the tokenizer, so a user who passed it is not asked again.
+        """
         from transformers import AutoTokenizer
 
-        kwargs.pop("trust_remote_code", None)
         kwargs.pop("_from_auto", None)
-        subfolder = kwargs.pop("subfolder", "")
-        image_processor = Glipv2ImageProcessor.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder)
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        hub_keys = ("subfolder", "token", "revision", "cache_dir", "force_download", "local_files_only", "proxies")
+        hub = {key: kwargs[key] for key in hub_keys if key in kwargs}
+        image_processor = Glipv2ImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return [image_processor, tokenizer]
 
     # ----------------------------------------------------------------------------------------------- prompts

@@ -43,7 +43,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output_dir", default=None, help="overrides train.output_dir")
     parser.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar (a log line every log_every)")
+    parser.add_argument(
+        "--push_to_hub",
+        default=None,
+        metavar="REPO_ID",
+        help="upload <output_dir>/final with a model card when training ends (scripts/push_to_hub.py)",
+    )
+    parser.add_argument("--private", action="store_true", help="with --push_to_hub: a private repository")
     return parser.parse_args(argv)
 
 
@@ -154,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(summary)
         with open(os.path.join(run.config.output_dir, "train_history.json"), "w") as handle:
             json.dump(history, handle)
+        if args.push_to_hub:
+            from scripts import push_to_hub
+
+            push_args = ["--model", os.path.join(run.config.output_dir, "final"), "--repo_id", args.push_to_hub]
+            return push_to_hub.main(push_args + (["--private"] if args.private else []))
     return 0
 
 

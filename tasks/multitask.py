@@ -115,12 +115,16 @@ def build_training(
     return Run(trainer, model, processor, config, recipe, train_data)
 
 
+# The all-heads model names each task's labels (the collators all call them `labels`).
+PRETRAINING_LABEL_NAMES = {"vqa": "vqa_labels", "captioning": "caption_labels"}
+
+
 def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
-    """Forward one task's batch: the all-heads model is told which task the batch belongs to."""
-    if type(_unwrap(model)).__name__ == "Glipv2ForPreTraining":
-        outputs = model(task=task, **batch)
-    else:
-        outputs = model(**batch)
+    """Forward one task's batch; for `Glipv2ForPreTraining` its labels go to the task's own argument."""
+    if type(_unwrap(model)).__name__ == "Glipv2ForPreTraining" and task in PRETRAINING_LABEL_NAMES:
+        batch = dict(batch)
+        batch[PRETRAINING_LABEL_NAMES[task]] = batch.pop("labels")
+    outputs = model(**batch)
     return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
 
 

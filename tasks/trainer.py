@@ -380,7 +380,7 @@ class MultitaskTrainer:
         if config.report_to:
             accelerator.init_trackers("glipv2", config={"max_steps": config.max_steps, "seed": config.seed})
         bar = _progress_bar(config.max_steps, self.step, accelerator.is_main_process and progress)
-        started, samples = time.time(), 0
+        started, samples, first_step = time.time(), 0, self.step
         while self.step < config.max_steps:
             record = self.train_step()
             if record is None:
@@ -393,6 +393,16 @@ class MultitaskTrainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{record['samples_per_second']:.1f}")
+            elif accelerator.is_main_process and self.step % config.log_every == 0:
+                remaining = (config.max_steps - self.step) * (time.time() - started) / max(self.step - first_step, 1)
+                logger.info(
+                    "step %d/%d loss %.4f samples/s %.1f ETA %.0fs",
+                    self.step,
+                    config.max_steps,
+                    record["loss"],
+                    record["samples_per_second"],
+                    remaining,
+                )
             if config.eval_every and self.evaluate and self.step % config.eval_every == 0:
                 metrics = self.evaluate(accelerator.unwrap_model(self.model), self.step)
                 if config.report_to:

@@ -503,11 +503,6 @@ def test_remote_pipelines_equal_local_ones(published: dict, remote: dict) -> Non
     assert all(TOKEN not in text for text in published["log"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="glipv2/processing_glipv2.py Glipv2Processor._get_arguments_from_pretrained drops token/revision for the "
-    "image processor and trust_remote_code for the tokenizer (which then prompts)",
-)
 def test_remote_processor_loads_from_private_repo_without_prompt(remote: dict) -> None:
     assert remote["outputs"]["private_processor"] == "loaded"
     assert "Do you wish to run the custom code?" not in remote["stderr"]

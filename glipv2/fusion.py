@@ -73,23 +73,39 @@ class Glipv2BiAttention(nn.Module):
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
 
+    def _scaled_query(self, vision: torch.Tensor) -> torch.Tensor:
+        """`q_proj(vision) * scale`: (B, A, embed_dim)."""
+        q_proj = self.vision["q_proj"]
+        if type(q_proj) is nn.Linear:
+            # Scaling the (small) weight instead of the (A, embed_dim) output saves a full pass over it; exact when
+            # head_dim is a power of 4 (GLIP: 256 -> 1/16), otherwise within one rounding. Wrapped projections (PEFT
+            # LoRA adds its delta in forward) take the plain path.
+            return F.linear(vision, q_proj.weight * self.scale, q_proj.bias * self.scale)
+        return q_proj(vision) * self.scale
+
     def forward(
         self, vision: torch.Tensor, text: torch.Tensor, text_attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`vision` (B, A, Cv), `text` (B, T, Ct), `text_attention_mask` (B, T) -> deltas of the same shapes."""
-        query = self._heads(self.vision["q_proj"](vision) * self.scale)
+        """`vision` (B, A, Cv), `text` (B, T, Ct), `text_attention_mask` (B, T) -> deltas of the same shapes.
+
+        Both directions share one logit matrix, so this is not `scaled_dot_product_attention` (which would compute
+        the logits twice and cannot return the transposed softmax). The logits stay in one `(B, h, A, T)` buffer:
+        the text side's softmax runs over its A axis instead of on a transposed copy.
+        """
+        query = self._heads(self._scaled_query(vision))
         key = self._heads(self.text["k_proj"](text))
         vision_values = self._heads(self.vision["v_proj"](vision))
         text_values = self._heads(self.text["v_proj"](text))
-        logits = torch.matmul(query, key.transpose(-1, -2)).clamp(-self.clamp_value, self.clamp_value)  # (B,h,A,T)
-
-        text_logits = logits.transpose(-1, -2)
-        text_logits = text_logits - text_logits.amax(dim=-1, keepdim=True)
-        text_attn = text_logits.clamp(-self.clamp_value, self.clamp_value).softmax(dim=-1)  # (B,h,T,A)
+        logits = torch.matmul(query, key.transpose(-1, -2))  # (B, h, A, T)
+        in_place = not (torch.is_grad_enabled() and logits.requires_grad)  # autograd needs the unclamped logits
+        logits = (logits.clamp_ if in_place else logits.clamp)(-self.clamp_value, self.clamp_value)
+        # The official text side subtracts its max over A and clamps to +-clamp_value before the softmax: the softmax
+        # subtracts the same max itself, and the clamp only touches values whose exp underflows to 0 anyway.
+        text_attn = logits.softmax(dim=-2).transpose(-1, -2)  # (B, h, T, A)
         if text_attention_mask is not None:
             invalid = ~text_attention_mask.bool()[:, None, None, :]
-            logits = logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
-        vision_attn = logits.softmax(dim=-1)  # (B,h,A,T)
+            logits = (logits.masked_fill_ if in_place else logits.masked_fill)(invalid, torch.finfo(logits.dtype).min)
+        vision_attn = logits.softmax(dim=-1)  # (B, h, A, T)
 
         vision_attn = F.dropout(vision_attn, p=self.dropout, training=self.training)
         text_attn = F.dropout(text_attn, p=self.dropout, training=self.training)

@@ -25,6 +25,8 @@ def test_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert set(results) >= {
         "environment",
         "matmul_peak_gflops",
+        "matmul_peak_gflops_start",
+        "matmul_peak_gflops_end",
         "models",
         "large_vocabulary",
         "training_step",

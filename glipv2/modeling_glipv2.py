@@ -92,6 +92,25 @@ class Glipv2PreTrainedModel(PreTrainedModel):
         self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_output_require_grad)]
         self._require_grads_hook = self._require_grads_hooks[0]
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        """transformers skips, for code outside its package, every module without parameters of its own (it assumes
+        such code writes weights in place). Ours initialises through `transformers.initialization`, which leaves
+        loaded tensors alone, and needs the parent-level inits (bi-attention, DyHead, FPN): opt out of that shortcut.
+        """
+        super()._initialize_weights(module, is_custom_code=False)
+
+    @staticmethod
+    def _init_patch_embedding(model: nn.Module) -> None:
+        """The official Swin keeps PyTorch's default init (non-zero bias) for its patch-embedding conv; transformers
+        zeroes the bias. With a zero bias, zero-padded image regions give constant patch vectors whose layer norm has
+        zero variance, so its gradient is scaled by 1/sqrt(eps) (measured: a gradient norm of 1e12 at the first step
+        of a randomly initialised Swin, which global-norm clipping turns into no update at all)."""
+        for name, conv in model.vision_backbone.named_modules():
+            if name.endswith("patch_embeddings.projection") and isinstance(conv, nn.Conv2d):
+                init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+                fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+                init.uniform_(conv.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
     def _init_weights(self, module: nn.Module) -> None:
         """Generic inits first (children are visited before parents), then the official GLIP ones."""
         super()._init_weights(module)
@@ -115,6 +134,8 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             if module.offset is not None:  # start from the regular 3x3 grid with masks at 0.5
                 init.zeros_(module.offset.weight)
                 init.zeros_(module.offset.bias)
+        elif isinstance(module, Glipv2Model):
+            self._init_patch_embedding(module)
         elif isinstance(module, Glipv2FeaturePyramid):  # fpn.conv_with_kaiming_uniform / LastLevelP6P7
             for conv in [*module.lateral_convs, *module.output_convs, *module.extra_convs]:
                 init.kaiming_uniform_(conv.weight, a=1)

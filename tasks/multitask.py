@@ -86,6 +86,8 @@ def build_sources(
         kwargs: dict[str, Any] = {"train": True, "seed": seed, **scales}
         if name == "detection":
             kwargs["categories"] = data.categories
+            if "num_negatives" in data_recipe:  # official: up to 85 sampled absent classes per prompt
+                kwargs["num_negatives"] = int(data_recipe["num_negatives"])
         if name == "vqa":
             kwargs["answer_vocab"] = answer_vocab
         sources[name] = TaskSource(dataset=data.dataset, collator=spec.collator(processor, **kwargs))

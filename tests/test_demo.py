@@ -1,0 +1,40 @@
+"""The README's main job end to end in its smoke mode: train, evaluate, save, every pipeline, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
+    output = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--output-dir", str(output), "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics) == {"val", "val_unseen"}
+    assert {"detection", "grounding", "vqa", "captioning"} <= set(metrics["val"])
+    assert "AP50" in metrics["val"]["detection"] and "CIDEr" in metrics["val"]["captioning"]
+    report = (output / "report.html").read_text()
+    for section in (
+        "open-vocabulary-detection",
+        "object-detection (closed vocabulary)",
+        "phrase-grounding",
+        "VQA and captioning",
+        "photo astronaut",
+        "zero-shot-object-detection",
+    ):
+        assert section in report, section
+    assert report.count("data:image/png;base64,") == 18  # 3 held-out images x 4 + 3 photos x 2
+    card = (output / "model" / "README.md").read_text()
+    assert card.startswith("---") and "model-index" in card

@@ -131,7 +131,9 @@ def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
 
 
 def _unwrap(model: Any) -> Any:
-    return getattr(model, "module", model)
+    """The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def finish_training(run: Run, history: list[dict[str, float]]) -> str:

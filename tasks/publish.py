@@ -48,6 +48,7 @@ UPLOAD_PATTERNS = (
     "vocab.txt",
     "chat_template.jinja",
     "adapter_config.json",
+    "prompt_tuning_config.json",
     "training_recipe.json",
     "README.md",
     "*.py",

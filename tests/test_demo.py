@@ -25,6 +25,11 @@ def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
     assert set(metrics) == {"val", "val_unseen"}
     assert {"detection", "grounding", "vqa", "captioning"} <= set(metrics["val"])
     assert "AP50" in metrics["val"]["detection"] and "CIDEr" in metrics["val"]["captioning"]
+    assert 0.0 <= metrics["val"]["self_training"]["box_recall"] <= 1.0
+    from tasks.grounding import load_mdetr_grounding
+
+    pseudo = load_mdetr_grounding(output / "pseudo_labels_val.json", output / "data" / "images" / "val")
+    assert len(pseudo) == 4  # --quick labels the first 4 captions
     report = (output / "report.html").read_text()
     for section in (
         "open-vocabulary-detection",

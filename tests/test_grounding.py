@@ -3,6 +3,7 @@ against it (stock pipelines, closed vocabulary, chunked large vocabularies, batc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,81 @@ def test_bad_grounding_labels_raise(trained: dict) -> None:
             text=["red square"],
             grounding_targets=[{"boxes": [[200, 200, 250, 250]], "spans": [[(0, 10)]]}],
         )
+
+
+def test_pseudo_label_round_trip(trained: dict, tmp_path: Path) -> None:
+    """The overfit model as teacher: `scripts/pseudo_label.py` recovers both true boxes, the MDETR file it writes
+    loads with the grounding loader, and its boxes equal the phrase-grounding pipeline's."""
+    from scripts.pseudo_label import main as pseudo_label_main
+    from tasks.common import read_json, write_json
+    from tasks.grounding import load_mdetr_grounding
+
+    (tmp_path / "images").mkdir()
+    _scene().save(tmp_path / "images" / "scene.png")
+    caption = "red square. blue circle"
+    image = {"id": 7, "file_name": "scene.png", "width": 128, "height": 128}
+    write_json(
+        tmp_path / "captions.json",
+        {"images": [image], "annotations": [{"id": 1, "image_id": 7, "caption": caption}]},
+    )
+    (tmp_path / "vocabulary.txt").write_text("Blue circle\nred square\ngreen star\n")
+    spans = [[0, 10], [12, 23]]
+    reference = {
+        "images": [{**image, "caption": caption}],
+        "annotations": [
+            {"id": i + 1, "image_id": 7, "bbox": [x0, y0, x1 - x0, y1 - y0], "tokens_positive": [span]}
+            for i, ((x0, y0, x1, y1), span) in enumerate(zip(GT_BOXES.tolist(), spans))
+        ],
+    }
+    write_json(tmp_path / "reference.json", reference)
+    output = tmp_path / "pseudo.json"
+    pseudo_label_main(
+        [
+            "--teacher", str(trained["folder"]),
+            "--captions", str(tmp_path / "captions.json"),
+            "--image-dir", str(tmp_path / "images"),
+            "--vocabulary", str(tmp_path / "vocabulary.txt"),
+            "--reference", str(tmp_path / "reference.json"),
+            "--threshold", "0.1",
+            "--max-boxes-per-phrase", "1",
+            "--output", str(output),
+            "--device", "cpu",
+        ]
+    )  # fmt: skip
+    labels = read_json(output)
+    assert labels["info"]["recovery_at_iou_0.5"]["recall"] == 1.0
+    assert labels["info"]["recovery_at_iou_0.5"]["precision"] == 1.0
+    assert [a["tokens_positive"] for a in labels["annotations"]] == [[span] for span in spans]
+    assert all(0.1 <= a["score"] <= 1.0 for a in labels["annotations"])
+
+    record = load_mdetr_grounding(output, tmp_path / "images")[0]
+    assert record["caption"] == caption and record["file_name"] == "scene.png"
+    assert record["objects"]["tokens_positive"] == [[span] for span in spans]
+    loaded = torch.tensor(record["objects"]["bbox"])
+    written = torch.tensor([a["bbox"] for a in labels["annotations"]], dtype=loaded.dtype)
+    torch.testing.assert_close(loaded, written)
+
+    grounded = pipeline("phrase-grounding", model=str(trained["folder"]))(
+        _scene(), caption=caption, spans=[tuple(s) for s in spans], threshold=0.1
+    )
+    for item, annotation in zip(grounded, labels["annotations"]):
+        box = item["boxes"][0]["box"]
+        x, y, w, h = annotation["bbox"]
+        expected = [box["xmin"], box["ymin"], box["xmax"], box["ymax"]]
+        assert [x, y, x + w, y + h] == pytest.approx(expected, abs=0.01)
+        assert annotation["score"] == pytest.approx(item["boxes"][0]["score"], abs=1e-4)
+
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "images/scene.png", "text": caption}) + "\n")
+    pseudo_label_main(
+        [
+            "--teacher", str(trained["folder"]),
+            "--pairs", str(tmp_path / "pairs.jsonl"),
+            "--vocabulary", str(tmp_path / "vocabulary.txt"),
+            "--threshold", "0.1",
+            "--max-boxes-per-phrase", "1",
+            "--output", str(tmp_path / "from_pairs.json"),
+        ]
+    )  # fmt: skip
+    from_pairs = read_json(tmp_path / "from_pairs.json")
+    assert from_pairs["images"][0]["file_name"] == "images/scene.png"
+    assert from_pairs["annotations"] == labels["annotations"]

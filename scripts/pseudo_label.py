@@ -11,9 +11,10 @@ occurrences of ``--vocabulary`` phrases (a text file with one phrase per line, o
 COCO ``categories`` whose names are used), or, without ``--vocabulary``, spaCy's noun chunks (needs spaCy and
 ``en_core_web_sm``). The teacher grounds them; boxes scoring at least ``--threshold`` are kept. The output is read
 by ``tasks.grounding.load_mdetr_grounding`` with the same image folder (for ``--pairs``: the pairs file's folder),
-so a student trains on it with ``scripts/train.py`` by pointing a grounding task's ``annotation_file`` at it. With
-``--reference`` (an MDETR file with the true boxes of the same pairs) the share of true boxes recovered at
-IoU >= 0.5 is printed and stored in the output's ``info``.
+so a student trains on it with ``scripts/train.py`` (recipe task entry:
+``{name: grounding, files: {annotation_file: ..., image_dir: ...}}``). With ``--reference`` (an MDETR file with the
+true boxes of the same pairs) the share of true boxes recovered at IoU >= 0.5 is printed and stored in the output's
+``info``.
 """
 
 from __future__ import annotations

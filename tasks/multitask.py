@@ -3,6 +3,7 @@ evaluation and export at the end. Shared by `scripts/train.py`, `scripts/finetun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -55,14 +56,28 @@ def model_class_for(task_names: list[str]) -> type:
 
 
 def load_task_data(recipe: dict[str, Any], split: str) -> dict[str, Any]:
-    """Each task's `TaskData` for `split`, read through the registry's loaders."""
+    """Each task's `TaskData` for `split`, read through the registry's loaders.
+
+    A task entry may replace its training files with `files: {annotation_file, image_dir, questions_file,
+    image_name_format}` (e.g. a grounding task trained on `scripts/pseudo_label.py` output); evaluation splits keep
+    the data folder's layout.
+    """
     data_dir = ensure_data(recipe["data"])
     limit = recipe["data"].get("max_samples")
+    train_split = recipe["data"].get("train_split", "train")
     out = {}
     for task in recipe["tasks"]:
         name = task["name"] if isinstance(task, dict) else task
         spec = get_task(name)
-        out[name] = spec.load(spec.default_files(data_dir, split), limit)
+        files = spec.default_files(data_dir, split)
+        overrides = task.get("files") if isinstance(task, dict) and split == train_split else None
+        if overrides:
+            known = {field.name for field in dataclasses.fields(files)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ValueError(f"tasks[{name}].files: unknown keys {unknown}; expected some of {sorted(known)}.")
+            files = dataclasses.replace(files, **overrides)
+        out[name] = spec.load(files, limit)
     return out
 
 

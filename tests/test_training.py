@@ -150,3 +150,29 @@ def test_sigkill_then_resume_is_exact(tmp_path: Path) -> None:
     a = load_file(tmp_path / "reference" / "final" / "model.safetensors")
     b = load_file(output / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_task_files_replace_the_training_files(tmp_path: Path) -> None:
+    """A grounding task trained on another MDETR file (e.g. `scripts/pseudo_label.py` output); evaluation keeps the
+    data folder's split files."""
+    from tasks.common import read_json, write_json
+    from tasks.multitask import load_task_data
+    from tasks.synthetic import generate_synthetic_multitask
+
+    data = tmp_path / "data"
+    generate_synthetic_multitask(data, seed=0, num_train=6, num_val=3, image_size=64)
+    grounding = read_json(data / "annotations" / "grounding_train.json")
+    kept = {image["id"] for image in grounding["images"][:2]}
+    grounding["images"] = grounding["images"][:2]
+    grounding["annotations"] = [a for a in grounding["annotations"] if a["image_id"] in kept]
+    write_json(tmp_path / "pseudo.json", grounding)
+    recipe = {
+        "data": {"dir": str(data)},
+        "tasks": [{"name": "grounding", "files": {"annotation_file": str(tmp_path / "pseudo.json")}}],
+    }
+    train = load_task_data(recipe, "train")["grounding"].dataset
+    assert sorted(train["image_id"]) == sorted(kept)
+    assert len(load_task_data(recipe, "val")["grounding"].dataset) == 3
+    recipe["tasks"][0]["files"] = {"annotations": "x.json"}
+    with pytest.raises(ValueError, match=r"tasks\[grounding\]\.files: unknown keys \['annotations'\]"):
+        load_task_data(recipe, "train")

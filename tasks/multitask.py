@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,17 +157,23 @@ def finish_training(run: Run, history: list[dict[str, float]]) -> str:
     accelerator = run.trainer.accelerator
     accelerator.wait_for_everyone()
     summary = summary_table(history)
+    skipped = run.trainer.nonfinite_total
+    summary += f"\n\nSteps skipped for a NaN/inf loss or gradient: {skipped}"
     if accelerator.is_main_process:
         final = os.path.join(run.config.output_dir, "final")
+        temporary = final + ".tmp"  # written whole, then renamed: a killed save never leaves a half-written final/
+        shutil.rmtree(temporary, ignore_errors=True)
         model = accelerator.unwrap_model(run.trainer.model)
         if run.trainer.ema is not None:
             model.load_state_dict(run.trainer.ema.module.state_dict())
-        model.save_pretrained(final)
-        run.processor.save_pretrained(final)
+        model.save_pretrained(temporary)
+        run.processor.save_pretrained(temporary)
+        with open(os.path.join(temporary, "training_recipe.json"), "w") as handle:
+            json.dump(run.recipe, handle, indent=2)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
         with open(os.path.join(run.config.output_dir, "train_summary.md"), "w") as handle:
             handle.write(summary + "\n")
-        with open(os.path.join(final, "training_recipe.json"), "w") as handle:
-            json.dump(run.recipe, handle, indent=2)
     accelerator.wait_for_everyone()
     return summary
 

@@ -38,6 +38,40 @@ class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive steps with a NaN/inf loss."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions, ...); earlier checkpoints are left intact."""
+
+
+def _fsync_tree(path: str) -> None:
+    """Flushes every file under `path` and the folders themselves to disk (a rename is only atomic on disk after
+    the data it names is durable)."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(root)
+
+
+def _fsync_dir(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_partial_checkpoints(output_dir: str) -> list[str]:
+    """Deletes `checkpoint-<step>.tmp` folders left by a run killed while saving; returns their paths."""
+    if not os.path.isdir(output_dir):
+        return []
+    removed = []
+    for name in os.listdir(output_dir):
+        if name.startswith(CHECKPOINT_PREFIX) and name.endswith(".tmp"):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+            removed.append(os.path.join(output_dir, name))
+    return sorted(removed)
+
+
 @dataclass
 class TaskConfig:
     """One task of the mixture: how often it is sampled and how much its loss weighs."""
@@ -328,21 +362,36 @@ class MultitaskTrainer:
         }
 
     def save_checkpoint(self) -> str:
-        """Writes `checkpoint-<step>` atomically (write to a temporary folder, then rename); keeps the last K."""
+        """Writes `checkpoint-<step>` atomically: everything goes to `checkpoint-<step>.tmp`, is flushed to disk, then
+        the folder is renamed; only then are checkpoints beyond the last K deleted. A failed write (e.g. a full disk)
+        raises :class:`CheckpointError` and leaves every earlier checkpoint as it was."""
         final = os.path.join(self.config.output_dir, f"{CHECKPOINT_PREFIX}{self.step}")
         temporary = final + ".tmp"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(temporary)
+        try:
+            self.accelerator.save_state(temporary)
+            if self.accelerator.is_main_process:
+                if self.ema is not None:
+                    torch.save(self.ema.state_dict(), os.path.join(temporary, "ema.pt"))
+                state = json.dumps(self.trainer_state())
+                with open(os.path.join(temporary, STATE_FILE), "w") as handle:
+                    handle.write(state)
+                _fsync_tree(temporary)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(temporary, final)
+                _fsync_dir(self.config.output_dir)
+        except OSError as error:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+            complete = checkpoints_in(self.config.output_dir)
+            intact = (
+                f"the newest complete checkpoint, {complete[-1]}, is intact" if complete else "no earlier checkpoint"
+            )
+            raise CheckpointError(f"Could not write checkpoint {final}: {error}; {intact}.") from error
         if self.accelerator.is_main_process:
-            if self.ema is not None:
-                torch.save(self.ema.state_dict(), os.path.join(temporary, "ema.pt"))
-            with open(os.path.join(temporary, STATE_FILE), "w") as handle:
-                json.dump(self.trainer_state(), handle)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
             for old in checkpoints_in(self.config.output_dir)[: -self.config.keep_last or None]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -374,9 +423,13 @@ class MultitaskTrainer:
     # ----------------------------------------------------------------------------------------------- loop
     def train(self, resume_from: str | None = None, progress: bool = True) -> list[dict[str, float]]:
         """Trains to `max_steps`; returns the logged history (one record per step)."""
+        accelerator, config = self.accelerator, self.config
+        if accelerator.is_main_process:
+            for path in remove_partial_checkpoints(config.output_dir):
+                logger.warning("Removed %s, a checkpoint whose writing was interrupted.", path)
+        accelerator.wait_for_everyone()
         if resume_from:
             self.load_checkpoint(resume_from)
-        accelerator, config = self.accelerator, self.config
         if config.report_to:
             accelerator.init_trackers("glipv2", config={"max_steps": config.max_steps, "seed": config.seed})
         bar = _progress_bar(config.max_steps, self.step, accelerator.is_main_process and progress)

@@ -9,11 +9,12 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from accelerate.utils import set_seed
 
+from tasks.common import SkipReport
 from tasks.registry import get_task
 from tasks.trainer import MultitaskTrainer, TaskSource, TrainConfig, summary_table
 from tasks.vqa import build_answer_vocab
@@ -34,6 +35,7 @@ class Run:
     config: TrainConfig
     recipe: dict[str, Any]
     data: dict[str, Any]
+    skipped: dict[str, SkipReport] = field(default_factory=dict)  # invalid training records per task
 
 
 def ensure_data(data_recipe: dict[str, Any]) -> str:
@@ -56,15 +58,20 @@ def model_class_for(task_names: list[str]) -> type:
     return glipv2.Glipv2ForPreTraining
 
 
-def load_task_data(recipe: dict[str, Any], split: str) -> dict[str, Any]:
+def load_task_data(recipe: dict[str, Any], split: str, reports: dict[str, SkipReport] | None = None) -> dict[str, Any]:
     """Each task's `TaskData` for `split`, read through the registry's loaders.
 
     A task entry may replace its training files with `files: {annotation_file, image_dir, questions_file,
     image_name_format}` (e.g. a grounding task trained on `scripts/pseudo_label.py` output); evaluation splits keep
-    the data folder's layout.
+    the data folder's layout. `data.skip_invalid: true` skips malformed records instead of raising, counted per task
+    in `reports` (and in the run's summary); `data.verify_images: true` decodes every image up front.
     """
     data_dir = ensure_data(recipe["data"])
     limit = recipe["data"].get("max_samples")
+    options = {
+        "skip_invalid": bool(recipe["data"].get("skip_invalid", False)),
+        "verify_images": bool(recipe["data"].get("verify_images", False)),
+    }
     train_split = recipe["data"].get("train_split", "train")
     out = {}
     for task in recipe["tasks"]:
@@ -78,7 +85,10 @@ def load_task_data(recipe: dict[str, Any], split: str) -> dict[str, Any]:
             if unknown:
                 raise ValueError(f"tasks[{name}].files: unknown keys {unknown}; expected some of {sorted(known)}.")
             files = dataclasses.replace(files, **overrides)
-        out[name] = spec.load(files, limit)
+        report = SkipReport()
+        out[name] = spec.load(files, limit, report=report, **options)
+        if reports is not None:
+            reports[name] = report
     return out
 
 
@@ -117,7 +127,8 @@ def build_training(
     config: TrainConfig,
 ) -> Run:
     """Data, processor, model (answer vocabulary in `config.id2label` when VQA is trained) and the trainer."""
-    train_data = load_task_data(recipe, recipe["data"].get("train_split", "train"))
+    skipped: dict[str, SkipReport] = {}
+    train_data = load_task_data(recipe, recipe["data"].get("train_split", "train"), skipped)
     answer_vocab = None
     extra_config: dict[str, Any] = {}
     if "vqa" in train_data:
@@ -130,7 +141,7 @@ def build_training(
         model.loss_weights.update(config.loss_weights)
     sources = build_sources(train_data, processor, config.seed, answer_vocab, recipe["data"])
     trainer = MultitaskTrainer(model, sources, config, task_loss=task_loss)
-    return Run(trainer, model, processor, config, recipe, train_data)
+    return Run(trainer, model, processor, config, recipe, train_data, skipped)
 
 
 # The all-heads model names each task's labels (the collators all call them `labels`).
@@ -159,6 +170,10 @@ def finish_training(run: Run, history: list[dict[str, float]]) -> str:
     summary = summary_table(history)
     skipped = run.trainer.nonfinite_total
     summary += f"\n\nSteps skipped for a NaN/inf loss or gradient: {skipped}"
+    for task, report in run.skipped.items():
+        if report.total:
+            reasons = ", ".join(f"{field_name}: {count}" for field_name, count in sorted(report.counts.items()))
+            summary += f"\nInvalid {task} records skipped (data.skip_invalid): {report.total} ({reasons})"
     if accelerator.is_main_process:
         final = os.path.join(run.config.output_dir, "final")
         temporary = final + ".tmp"  # written whole, then renamed: a killed save never leaves a half-written final/

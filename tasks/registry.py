@@ -54,31 +54,38 @@ def _select(dataset: Any, max_samples: int | None) -> Any:
     return dataset.select(range(max_samples))
 
 
-def load_detection_data(files: DataFiles, max_samples: int | None = None) -> TaskData:
-    """COCO instances -> records, categories (original ids) and the ground truth of the selected images."""
-    dataset, categories = load_coco_detection(files.annotation_file, files.image_dir)
+def load_detection_data(files: DataFiles, max_samples: int | None = None, **options: Any) -> TaskData:
+    """COCO instances -> records, categories (original ids) and the ground truth of the selected images.
+
+    ``options`` go to the loader: ``skip_invalid``, ``verify_images``, ``report`` (a :class:`SkipReport`); the same
+    holds for every ``load_*_data`` below."""
+    dataset, categories = load_coco_detection(files.annotation_file, files.image_dir, **options)
     dataset = _select(dataset, max_samples)
     ground_truth = evaluation.restrict_coco_ground_truth(read_json(files.annotation_file), dataset["image_id"])
     return TaskData(dataset=dataset, categories=categories, ground_truth=ground_truth)
 
 
-def load_grounding_data(files: DataFiles, max_samples: int | None = None) -> TaskData:
+def load_grounding_data(files: DataFiles, max_samples: int | None = None, **options: Any) -> TaskData:
     """MDETR grounding JSON -> one record per caption."""
-    return TaskData(dataset=_select(load_mdetr_grounding(files.annotation_file, files.image_dir), max_samples))
+    dataset = load_mdetr_grounding(files.annotation_file, files.image_dir, **options)
+    return TaskData(dataset=_select(dataset, max_samples))
 
 
-def load_vqa_data(files: DataFiles, max_samples: int | None = None) -> TaskData:
+def load_vqa_data(files: DataFiles, max_samples: int | None = None, **options: Any) -> TaskData:
     """VQAv2 questions + annotations -> one record per question."""
     if files.questions_file is None:
         raise ValueError("VQA needs a questions file")
-    kwargs = {} if files.image_name_format is None else {"image_name_format": files.image_name_format}
+    kwargs = (
+        dict(options) if files.image_name_format is None else {**options, "image_name_format": files.image_name_format}
+    )
     dataset = load_vqa(files.questions_file, files.annotation_file, files.image_dir, **kwargs)
     return TaskData(dataset=_select(dataset, max_samples))
 
 
-def load_captioning_data(files: DataFiles, max_samples: int | None = None) -> TaskData:
+def load_captioning_data(files: DataFiles, max_samples: int | None = None, **options: Any) -> TaskData:
     """COCO captions JSON -> one record per image with all its reference captions."""
-    return TaskData(dataset=_select(load_coco_captions(files.annotation_file, files.image_dir), max_samples))
+    dataset = load_coco_captions(files.annotation_file, files.image_dir, **options)
+    return TaskData(dataset=_select(dataset, max_samples))
 
 
 def resolve_model_class(name: str) -> type:

@@ -198,3 +198,33 @@ def test_sigkill_during_checkpoint_write_and_at_random_moments(tmp_path: Path) -
     a = load_file(tmp_path / "reference" / "final" / "model.safetensors")
     b = load_file(output / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_skip_invalid_training_records_are_counted_in_the_run_report(tmp_path: Path) -> None:
+    import yaml
+
+    from tasks.common import Glipv2DataError, read_json, write_json
+    from tasks.synthetic import generate_synthetic_multitask
+
+    data = tmp_path / "data"
+    generate_synthetic_multitask(data, seed=0, num_train=16, num_val=4, image_size=64)
+    path = data / "annotations" / "grounding_train.json"
+    grounding = read_json(path)
+    grounding["annotations"][0]["bbox"] = [float("nan"), 1.0, 5.0, 5.0]
+    grounding["annotations"][1]["image_id"] = 999999
+    write_json(path, grounding)
+    config = _recipe(tmp_path, "run", max_steps=2)
+    recipe = yaml.safe_load(config.read_text())
+    with pytest.raises(
+        Glipv2DataError, match=r"grounding_train\.json: annotation id=10 \(image id=1\): field 'bbox': non-finite"
+    ):
+        from tasks.multitask import load_task_data
+
+        load_task_data(recipe, "train")
+    recipe["data"]["skip_invalid"] = True
+    config.write_text(yaml.safe_dump(recipe))
+    _run([sys.executable, TRAIN, "--config", str(config), "--no_progress"])
+    summary = (tmp_path / "run" / "train_summary.md").read_text()
+    assert "Invalid grounding records skipped (data.skip_invalid): 2 (bbox: 1, image_id: 1)" in summary
+    assert "Steps skipped for a NaN/inf loss or gradient: 0" in summary
+    assert "Invalid detection records" not in summary

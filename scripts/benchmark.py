@@ -58,7 +58,7 @@ COCO_LABELS = [name.replace("_", " ") for name in COCO_CLASSES.split()]
 LVIS_SIZE = 1203
 GROUNDING_DINO_NAME = "grounding-dino-tiny"
 GLIP_NAME = "glip-tiny"
-DEFAULT_TRAINED_MODEL = "/tmp/run_demo_det/final"
+DEFAULT_TRAINED_MODEL = "demo_output/model"  # written by the README's demo command
 
 # Goals of issue 10: (ratio key, comparison, target, description).
 GOALS = (

@@ -25,6 +25,15 @@ MAX_TEXT_LENGTH = 256
 DEFAULT_SEPARATOR = ". "
 
 Span = tuple[int, int]
+# Longest text quoted in an error message: a 10,000-character label should not flood the traceback.
+PREVIEW_CHARS = 60
+
+
+def preview(text: str, max_chars: int = PREVIEW_CHARS) -> str:
+    """`repr(text)` for an error message, cut to `max_chars` characters with the full length noted."""
+    if len(text) <= max_chars:
+        return repr(text)
+    return f"{text[:max_chars]!r}... ({len(text)} characters)"
 
 
 @dataclass
@@ -57,7 +66,7 @@ def _validate_labels(labels: Sequence[str]) -> None:
         if not isinstance(label, str):
             raise TypeError(f"Label {index} is a {type(label).__name__}, expected a string.")
         if not label.strip():
-            raise ValueError(f"Label {index} is empty or whitespace only ({label!r}).")
+            raise ValueError(f"Label {index} is empty or whitespace only ({preview(label)}).")
 
 
 def _join_labels(labels: Sequence[str], label_ids: Sequence[int], separator: str) -> Glipv2Prompt:
@@ -165,8 +174,8 @@ class Glipv2Processor(ProcessorMixin):
         while start < len(labels):
             if chunk_length(start, start + 1) > max_length:
                 raise ValueError(
-                    f"Label {start} ({labels[start]!r}) is {chunk_length(start, start + 1)} tokens long with special "
-                    f"tokens, more than max_length={max_length}: it cannot fit in any prompt."
+                    f"Label {start} ({preview(labels[start])}) is {chunk_length(start, start + 1)} tokens long with "
+                    f"special tokens, more than max_length={max_length}: it cannot fit in any prompt."
                 )
             end, estimate = start + 1, special_length + label_lengths[start]
             while end < len(labels) and estimate + separator_length + label_lengths[end] <= max_length:
@@ -282,7 +291,7 @@ class Glipv2Processor(ProcessorMixin):
                         "Split them with `processor.build_prompts(labels)` and run the model once per chunk."
                     )
             if not item.strip():
-                raise ValueError(f"Prompt {index} is empty ({item!r}).")
+                raise ValueError(f"Prompt {index} is empty or whitespace only ({preview(item)}).")
             texts.append(item)
         return texts
 

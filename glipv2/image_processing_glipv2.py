@@ -7,15 +7,16 @@ that round-trips through ``preprocessor_config.json``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
-from transformers.image_utils import PILImageResampling, SizeDict
+from transformers.image_utils import PILImageResampling, SizeDict, load_image
 from transformers.processing_utils import ImagesKwargs, Unpack
 
 try:  # torch is a hard dependency of the library, but keep the image processor importable without it
@@ -81,6 +82,53 @@ def _image_description(image: Any) -> str:
     return f"{type(image).__module__}.{type(image).__name__}"
 
 
+class Glipv2ImageFileError(ValueError):
+    """An image file that cannot be used. The message is `"<path>: <problem>"`; `path` and `problem` are kept."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def open_image(source: str | os.PathLike) -> Image.Image:
+    """Open an image file and decode it fully, keeping its stored mode and EXIF orientation.
+
+    Unlike transformers' `load_image` (which converts to 8-bit RGB and applies the EXIF orientation), the image
+    processor then does both as documented in `to_rgb_array`: 16-bit values are scaled rather than clipped, and
+    `do_exif_transpose` is honoured. `http(s)://` and `data:image/` URLs, and strings without a "." in their last
+    path component (possibly base64, whose alphabet has no "."), are passed on to `load_image`.
+
+    Raises:
+        Glipv2ImageFileError (a `ValueError`) naming the file: no such file, an empty file, not an image, corrupt or
+        truncated data, or more pixels than PIL's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, kept on:
+        the size is read from the header, so the pixels are never allocated).
+    """
+    path = os.fspath(source)
+    if path.startswith(("http://", "https://", "data:image/")):
+        return load_image(path)
+    if not os.path.isfile(path):
+        if "." not in os.path.basename(path):
+            return load_image(path)
+        raise Glipv2ImageFileError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise Glipv2ImageFileError(path, "empty file (0 bytes), not an image")
+    try:
+        with Image.open(path) as image:  # leaving the block closes the file; the decoded pixels stay
+            image.load()  # `Image.verify` alone misses truncated JPEGs
+    except Image.DecompressionBombError as error:
+        raise Glipv2ImageFileError(
+            path,
+            f"too many pixels, refused as a possible decompression bomb ({error}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "only for files you trust",
+        ) from error
+    except UnidentifiedImageError as error:
+        raise Glipv2ImageFileError(path, "not an image file (PIL cannot identify its format)") from error
+    except Exception as error:  # PIL raises many types for broken data (OSError, SyntaxError, EOFError, ...)
+        raise Glipv2ImageFileError(path, f"corrupt or truncated image data ({error})") from error
+    return image
+
+
 def _pil_to_array(image: Image.Image, index: int, exif_transpose: bool = True) -> np.ndarray:
     """Convert a PIL image of any mode to an RGB `(H, W, 3)` array (uint8, or float32 on the 0-255 scale).
 
@@ -88,6 +136,13 @@ def _pil_to_array(image: Image.Image, index: int, exif_transpose: bool = True) -
     PIL's `convert("RGB")`, which would clip every value above 255; alpha is dropped as `convert("RGB")` does, with a
     warning when some pixels are actually transparent.
     """
+    try:
+        image.load()  # decode here, so a broken lazily opened file is reported by name, not deep inside PIL
+    except Exception as error:  # PIL raises many types for broken data (OSError, SyntaxError, EOFError, ...)
+        name = f" ({image.filename})" if getattr(image, "filename", "") else ""
+        raise ValueError(
+            f"Image {index}{name} cannot be decoded: corrupt or truncated image data ({error})."
+        ) from error
     if exif_transpose:
         image = ImageOps.exif_transpose(image)
     if image.width == 0 or image.height == 0:
@@ -433,4 +488,12 @@ class Glipv2ImageProcessor(PilBackend):
         return merged
 
 
-__all__ = ["Glipv2ImageProcessor", "flatten_images", "get_glip_resize_size", "get_image_size", "to_rgb_array"]
+__all__ = [
+    "Glipv2ImageFileError",
+    "Glipv2ImageProcessor",
+    "flatten_images",
+    "get_glip_resize_size",
+    "get_image_size",
+    "open_image",
+    "to_rgb_array",
+]

@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Any
 
 import torch
 from transformers import Pipeline
-from transformers.image_utils import load_image
 
+from .image_processing_glipv2 import open_image
 from .post_processing import post_process_grounding
+from .processing_glipv2 import preview
 
 Span = tuple[int, int]
 
@@ -182,7 +184,7 @@ class Glipv2OpenVocabularyDetectionPipeline(_Glipv2Pipeline):
             candidate_labels = [label.strip() for label in candidate_labels.split(",")]
         if not candidate_labels:
             raise ValueError("candidate_labels is empty: give at least one class name to detect.")
-        image = load_image(image) if isinstance(image, str) else image
+        image = open_image(image) if isinstance(image, (str, os.PathLike)) else image
         return {
             "image": image,
             "labels": list(candidate_labels),
@@ -198,6 +200,7 @@ class Glipv2OpenVocabularyDetectionPipeline(_Glipv2Pipeline):
             model_inputs["labels"],
             model_inputs["threshold"],
             model_inputs["max_detections"],
+            text_cache=self.text_cache,
         )
         return {"result": result[0]}
 
@@ -231,12 +234,14 @@ def phrase_spans(caption: str, phrases: list[str] | None, spans: list[Span] | No
         raise ValueError("The caption is empty: phrase grounding needs a caption that names what to find.")
     if spans is None and phrases is not None:
         spans, cursor = [], 0
-        for phrase in phrases:
+        for index, phrase in enumerate(phrases):
+            if not phrase or not phrase.strip():
+                raise ValueError(f"Phrase {index} is empty or whitespace only ({phrase!r}).")
             begin = caption.find(phrase, cursor)
             if begin < 0:
                 begin = caption.find(phrase)
-            if begin < 0 or not phrase:
-                raise ValueError(f"Phrase {phrase!r} does not occur in the caption {caption!r}.")
+            if begin < 0:
+                raise ValueError(f"Phrase {preview(phrase)} does not occur in the caption {preview(caption)}.")
             spans.append((begin, begin + len(phrase)))
             cursor = begin + len(phrase)
     if spans is None:
@@ -245,7 +250,7 @@ def phrase_spans(caption: str, phrases: list[str] | None, spans: list[Span] | No
         if not (0 <= begin < end <= len(caption)):
             raise ValueError(f"Span ({begin}, {end}) lies outside the caption of {len(caption)} characters.")
     if not spans:
-        raise ValueError(f"No phrase to ground was found in {caption!r}; pass phrases or spans.")
+        raise ValueError(f"No phrase to ground was found in {preview(caption)}; pass phrases or spans.")
     return [tuple(span) for span in spans]
 
 
@@ -269,8 +274,9 @@ class Glipv2PhraseGroundingPipeline(_Glipv2Pipeline):
         spans: list[Span] | None = None,
     ) -> dict[str, Any]:
         spans = phrase_spans(caption or "", phrases, spans)
-        image = load_image(image) if isinstance(image, str) else image
-        inputs = self.processor(images=image, text=caption, return_tensors="pt")
+        image = open_image(image) if isinstance(image, (str, os.PathLike)) else image
+        max_length = self.model.config.max_text_length
+        inputs = self.processor(images=image, text=caption, return_tensors="pt", max_length=max_length)
         positive_map = self.processor.positive_map(caption, [[span] for span in spans])
         from .image_processing_glipv2 import get_image_size
 

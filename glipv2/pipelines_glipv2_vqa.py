@@ -8,10 +8,10 @@ by decreasing score; a score is the sigmoid of the answer logit (the model is tr
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from transformers.image_utils import load_image
-
+from .image_processing_glipv2 import open_image
 from .pipelines_glipv2 import _Glipv2Pipeline
 from .processing_glipv2 import MAX_TEXT_LENGTH
 
@@ -49,7 +49,8 @@ class Glipv2VisualQuestionAnsweringPipeline(_Glipv2Pipeline):
     def preprocess(self, inputs: dict[str, Any]) -> dict[str, Any]:
         limit = getattr(self.model.config, "max_text_length", MAX_TEXT_LENGTH)
         question = check_question(inputs.get("question"), self.tokenizer, limit)
-        image = load_image(inputs["image"]) if isinstance(inputs["image"], str) else inputs["image"]
+        image = inputs["image"]
+        image = open_image(image) if isinstance(image, (str, os.PathLike)) else image
         encoding = self.processor(images=image, text=question, return_tensors="pt", max_length=limit)
         return dict(encoding)
 

@@ -146,12 +146,20 @@ class RecordChecker:
 
 
 def image_problem(path: str) -> str | None:
-    """Why the image file at ``path`` does not decode with PIL, or None when it does (``Image.verify``)."""
+    """Why the image file at ``path`` cannot be used, or None when it decodes fully.
+
+    The whole image is decoded (``glipv2.image_processing_glipv2.open_image``: ``Image.verify`` misses truncated
+    JPEGs). Empty, unidentifiable, corrupt and truncated files give ``"corrupt image file <path>: <problem>"``; a
+    header claiming more pixels than PIL's decompression-bomb limit gives ``"oversized image file <path>: too many
+    pixels, ..."`` (the pixels are never allocated).
+    """
+    from glipv2.image_processing_glipv2 import Glipv2ImageFileError, open_image
+
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # PIL raises many types for broken files
-        return f"corrupt image file {path}: {error}"
+        open_image(path)
+    except Glipv2ImageFileError as error:
+        kind = "oversized" if isinstance(error.__cause__, Image.DecompressionBombError) else "corrupt"
+        return f"{kind} image file {path}: {error.problem}"
     return None
 
 

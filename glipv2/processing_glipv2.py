@@ -92,6 +92,14 @@ def _normalize_span_entries(spans: Sequence[Any]) -> list[list[Span]]:
     return entries
 
 
+def _token_chars(encoding: Any, batch_index: int, token: int) -> Any:
+    """Character span (`.start`, `.end`) of `token` in sequence `batch_index`; None for special or padding tokens."""
+    try:
+        return encoding.token_to_chars(batch_index, token)
+    except (IndexError, ValueError, TypeError):
+        return None
+
+
 def _split_phrases(token_ids: list[int], period_id: int | None, special_ids: set[int]) -> list[list[int]]:
     """Group token positions into phrases separated by `period_id` tokens, skipping special tokens."""
     phrases: list[list[int]] = []
@@ -210,9 +218,12 @@ class Glipv2Processor(ProcessorMixin):
         Returns:
             `(num_spans, seq_len)` float tensor; `seq_len` is the (padded) length of the encoded sequence.
 
-        A span `(b, e)` covers tokens `char_to_token(b) .. char_to_token(e - 1)`; when a character falls on
-        whitespace the official fallbacks are used (`b + 1`, `b + 2`; `e - 2`, `e - 3`). Unlike the official code,
-        a span outside its caption or one that maps to no token raises `ValueError` instead of being dropped.
+        A span `(b, e)` covers tokens `char_to_token(b) .. char_to_token(e - 1)`, i.e. every token that overlaps it.
+        When `b` or `e - 1` falls on whitespace, the first / last character of the span that has a token is used:
+        this extends the official fallbacks (`b + 1`, `b + 2`; `e - 2`, `e - 3`), with the same result wherever they
+        find a token, so that a label such as `"   cat"` keeps its token. A last character split into several tokens
+        (a Hangul syllable) gives all of them, where the official code keeps only the first. Unlike the official
+        code, a span outside its caption or one that maps to no token raises `ValueError` instead of being dropped.
         """
         if isinstance(encoding_or_text, str):
             text = encoding_or_text
@@ -240,7 +251,7 @@ class Glipv2Processor(ProcessorMixin):
     def _span_to_tokens(
         encoding: Any, batch_index: int, begin: int, end: int, text: str | None, text_length: int | None
     ) -> tuple[int, int]:
-        """First and last token index of the character span `[begin, end)` with the official fallbacks."""
+        """First and last token index of the character span `[begin, end)` (see `positive_map`)."""
         where = f"span ({begin}, {end}) of caption {text!r}" if text is not None else f"span ({begin}, {end})"
         if begin < 0 or begin >= end or (text_length is not None and end > text_length):
             raise ValueError(
@@ -256,18 +267,17 @@ class Glipv2Processor(ProcessorMixin):
             except (IndexError, ValueError, TypeError):
                 return None
 
-        begin_token = char_to_token(begin)
-        if begin_token is None:  # official fallbacks: the span may start on a space
-            begin_token = char_to_token(begin + 1)
-            if begin_token is None:
-                begin_token = char_to_token(begin + 2)
-        end_token = char_to_token(end - 1)
-        if end_token is None:  # official fallbacks: the span may end on a space
-            end_token = char_to_token(end - 2)
-            if end_token is None:
-                end_token = char_to_token(end - 3)
+        # The span may start or end on whitespace: take its first and last characters that have a token (the
+        # official fallbacks try only 2 more characters on each side, and drop e.g. a label with 3 leading spaces).
+        positions = range(begin, end if text_length is None else min(end, text_length))
+        begin_token = next((token for token in map(char_to_token, positions) if token is not None), None)
+        end_token = next((token for token in map(char_to_token, reversed(positions)) if token is not None), None)
         if begin_token is None or end_token is None or end_token < begin_token:
             raise ValueError(f"The {where} maps to no token (e.g. only whitespace or beyond the text).")
+        # char_to_token gives a character's first token, but one character can give several (a Hangul syllable is
+        # split into its jamo): also take the tokens that follow and still start inside the span.
+        while (chars := _token_chars(encoding, batch_index, end_token + 1)) is not None and chars.start < end:
+            end_token += 1
         return begin_token, end_token
 
     # ------------------------------------------------------------------------------------------------ __call__

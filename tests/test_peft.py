@@ -194,6 +194,16 @@ def test_adapter_round_trip_merge_and_pipeline(base: dict[str, Any], lora_run: P
     assert len(first) == 5 and [d["label"] for d in first] == [d["label"] for d in second]
     direct = detect_labels(merged, processor, image, labels, threshold=0.0, max_detections=5)[0]
     assert [round(float(s), 4) for s in direct["scores"]] == [d["score"] for d in second]
+    # the one documented line: transformers' PEFT integration loads the base named in adapter_config.json and the
+    # adapter (LoRA layers and the saved head) from the adapter folder, in from_pretrained and in pipelines
+    from transformers import AutoModelForZeroShotObjectDetection
+
+    from_folder = AutoModelForZeroShotObjectDetection.from_pretrained(str(lora_run))
+    assert torch.allclose(_outputs(from_folder, inputs), adapted, atol=1e-5, rtol=0)
+    one_line = pipeline("open-vocabulary-detection", model=str(lora_run))
+    third = one_line(image, candidate_labels=labels, threshold=0.0, max_detections=5)
+    assert [d["label"] for d in third] == [d["label"] for d in second]
+    assert [d["score"] for d in third] == pytest.approx([d["score"] for d in second], abs=2e-4)
 
 
 def test_short_lora_run_lowers_the_loss(base: dict[str, Any]) -> None:

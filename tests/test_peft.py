@@ -319,3 +319,29 @@ def test_fixed_prompt_collator_uses_the_evaluation_prompt(base: dict[str, Any]) 
         rows = [prompt.label_spans[category - 1] for category in record["objects"]["category_id"]]
         wanted = processor.positive_map(encoding, [[span] for span in rows], text=prompt.text)
         assert torch.equal(label["positive_map"][:, : wanted.shape[1]] > 0, wanted > 0)
+
+
+def test_two_processes_equal_one(base: dict[str, Any]) -> None:
+    """`torchrun --nproc_per_node 2` (gloo on CPU, as `accelerate launch` runs it) with the same global batch trains
+    the same adapter as one process."""
+    import subprocess
+
+    script = str(REPO / "scripts" / "finetune_peft.py")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def run(command: list[str]) -> None:
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+    one = _argv(base, "lora", "ddp-one")
+    two = _argv(base, "lora", "ddp-two")
+    two[two.index("--batch-size") + 1] = "1"  # 2 processes x 1 = the single process's batch of 2
+    run([sys.executable, script, *one])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    run([*launcher, script, *two])
+    single = load_file(str(base["root"] / "ddp-one" / "adapter_model.safetensors"))
+    double = load_file(str(base["root"] / "ddp-two" / "adapter_model.safetensors"))
+    assert single.keys() == double.keys() and any(".lora_B." in key for key in single)
+    for name, value in single.items():
+        torch.testing.assert_close(double[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(value.abs().max() > 0 for key, value in single.items() if ".lora_B." in key)  # B starts at 0

@@ -128,8 +128,17 @@ def limited(items: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Label, write, report; a bad input (file, vocabulary, caption) exits with status 2 and one clear message."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as error:  # Glipv2DataError is a ValueError
+        print(f"pseudo_label.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
     import glipv2  # noqa: F401  (registers the Auto classes)

@@ -69,3 +69,20 @@ def test_read_vocabulary_formats(tmp_path: Path) -> None:
         read_vocabulary(str(tmp_path / "empty.txt"))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_vocabulary(str(tmp_path / "missing.txt"))
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from scripts.pseudo_label import main
+
+    (tmp_path / "captions.json").write_text(json.dumps({"images": [], "annotations": []}))
+    base = ["--teacher", str(tmp_path), "--captions", str(tmp_path / "captions.json"), "--image-dir", str(tmp_path)]
+    assert main([*base, "--vocabulary", str(tmp_path / "absent.txt"), "--output", str(tmp_path / "o.json")]) == 2
+    assert "pseudo_label.py: error: Vocabulary file" in capsys.readouterr().err
+    try:
+        import spacy
+
+        spacy.load("en_core_web_sm")
+    except (ImportError, OSError):  # without spaCy's model, noun phrases cannot be found: say how to fix it
+        assert main([*base, "--output", str(tmp_path / "o.json")]) == 2
+        assert "en_core_web_sm" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()

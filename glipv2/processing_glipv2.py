@@ -252,7 +252,7 @@ class Glipv2Processor(ProcessorMixin):
         encoding: Any, batch_index: int, begin: int, end: int, text: str | None, text_length: int | None
     ) -> tuple[int, int]:
         """First and last token index of the character span `[begin, end)` (see `positive_map`)."""
-        where = f"span ({begin}, {end}) of caption {text!r}" if text is not None else f"span ({begin}, {end})"
+        where = f"span ({begin}, {end}) of caption {preview(text)}" if text is not None else f"span ({begin}, {end})"
         if begin < 0 or begin >= end or (text_length is not None and end > text_length):
             raise ValueError(
                 f"Invalid {where}: need 0 <= begin < end <= len(caption)"

@@ -20,7 +20,6 @@ true boxes of the same pairs) the share of true boxes recovered at IoU >= 0.5 is
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -109,15 +108,11 @@ def samples(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         return
     from tasks.classification import load_image_text_pairs
 
-    with open(args.pairs, encoding="utf-8") as handle:
-        entries = [json.loads(line) for line in handle if line.strip()]
+    root = os.path.dirname(os.path.abspath(args.pairs))
     for index, record in enumerate(load_image_text_pairs(args.pairs)):
-        yield {
-            "image": record["image"],
-            "caption": record["text"],
-            "image_id": index,
-            "file_name": entries[index]["image"],
-        }
+        path = getattr(record["image"], "filename", "")  # the decoded file; its name relative to the pairs file
+        file_name = os.path.relpath(path, root) if path else f"{index}.png"
+        yield {"image": record["image"], "caption": record["text"], "image_id": index, "file_name": file_name}
 
 
 def limited(items: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:

@@ -80,7 +80,7 @@ def load_task_data(recipe: dict[str, Any], split: str, reports: dict[str, SkipRe
         files = spec.default_files(data_dir, split)
         overrides = task.get("files") if isinstance(task, dict) and split == train_split else None
         if overrides:
-            known = {field.name for field in dataclasses.fields(files)}
+            known = {entry.name for entry in dataclasses.fields(files)}
             unknown = sorted(set(overrides) - known)
             if unknown:
                 raise ValueError(f"tasks[{name}].files: unknown keys {unknown}; expected some of {sorted(known)}.")

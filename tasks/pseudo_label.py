@@ -95,6 +95,7 @@ def pseudo_label(
         MDETR-style grounding JSON (``images``, ``annotations``, ``categories``, ``info`` with counts). Captions with
         no phrase are counted in ``info["captions_without_phrases"]`` and written without annotations.
     """
+    from glipv2.image_processing_glipv2 import get_image_size
     from glipv2.post_processing import post_process_grounding
 
     images: list[dict[str, Any]] = []
@@ -107,7 +108,9 @@ def pseudo_label(
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"Sample {batch[index].get('image_id', index)}: the caption is empty.")
         phrases = [group_phrases(caption, find_phrases(caption)) for caption in captions]
-        pictures = [sample["image"].convert("RGB") for sample in batch]
+        pictures = [sample["image"] for sample in batch]  # any mode: the processor converts (16-bit scaled, EXIF)
+        exif = getattr(processor.image_processor, "do_exif_transpose", True)
+        sizes = [get_image_size(picture, exif) for picture in pictures]  # (height, width) as the model sees them
         inputs = processor(images=pictures, text=captions, return_tensors="pt")
         num_tokens = inputs["input_ids"].shape[1]
         positive_maps = []
@@ -124,17 +127,17 @@ def pseudo_label(
             threshold=threshold,
             nms_threshold=nms_threshold,
             max_detections=0,
-            target_sizes=[(picture.height, picture.width) for picture in pictures],
+            target_sizes=sizes,
         )
-        for sample, picture, caption, groups, result in zip(batch, pictures, captions, phrases, results):
+        for sample, (height, width), caption, groups, result in zip(batch, sizes, captions, phrases, results):
             image_id = len(images) + 1
             images.append(
                 {
                     "id": image_id,
                     "original_img_id": sample.get("image_id", image_id),
                     "file_name": sample.get("file_name", f"{image_id}.png"),
-                    "width": picture.width,
-                    "height": picture.height,
+                    "width": width,
+                    "height": height,
                     "caption": caption,
                 }
             )

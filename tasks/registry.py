@@ -75,10 +75,9 @@ def load_vqa_data(files: DataFiles, max_samples: int | None = None, **options: A
     """VQAv2 questions + annotations -> one record per question."""
     if files.questions_file is None:
         raise ValueError("VQA needs a questions file")
-    kwargs = (
-        dict(options) if files.image_name_format is None else {**options, "image_name_format": files.image_name_format}
-    )
-    dataset = load_vqa(files.questions_file, files.annotation_file, files.image_dir, **kwargs)
+    if files.image_name_format is not None:
+        options["image_name_format"] = files.image_name_format
+    dataset = load_vqa(files.questions_file, files.annotation_file, files.image_dir, **options)
     return TaskData(dataset=_select(dataset, max_samples))
 
 

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from tasks.trainer import (
     TrainConfig,
     checkpoints_in,
 )
-from tests.test_training import REPO, TRAIN, _env, _history, _recipe, _run
+from tests.test_training import REPO, TRAIN, _env, _history, _kill_when, _recipe, _run, _start
 
 DRIVER = str(REPO / "tests" / "fault_driver.py")
 
@@ -141,18 +140,6 @@ def test_failed_save_raises_and_keeps_the_previous_checkpoint(tmp_path: Path) ->
 
 
 # --------------------------------------------------------------------------------- SIGKILL on the real script
-def _kill_when(process: subprocess.Popen, ready: object, delay: float, timeout: float = 300) -> bool:
-    """Waits until `ready()` (or the process ends), then `delay` seconds more, then SIGKILLs; True if it was killed."""
-    deadline = time.time() + timeout
-    while not ready() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(delay)
-    killed = process.poll() is None
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return killed
-
-
 def test_sigkill_during_checkpoint_write_and_at_random_moments(tmp_path: Path) -> None:
     steps = 24
     reference = _recipe(tmp_path, "reference", max_steps=steps)
@@ -178,12 +165,8 @@ def test_sigkill_during_checkpoint_write_and_at_random_moments(tmp_path: Path) -
     kills = 0
     for _ in range(2):
         started = {p.name for p in output.glob("checkpoint-*")}
-        process = subprocess.Popen(
-            [sys.executable, TRAIN, "--config", str(faulty), "--no_progress", "--resume_from_checkpoint", "latest"],
-            cwd=REPO,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        process = _start(
+            [sys.executable, TRAIN, "--config", str(faulty), "--no_progress", "--resume_from_checkpoint", "latest"]
         )
         fresh = lambda before=started: bool({p.name for p in output.glob("checkpoint-*")} - before)  # noqa: E731
         kills += _kill_when(process, fresh, rng.uniform(0.0, 1.0))

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,22 @@ def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_when(process: subprocess.Popen, ready: Callable[[], bool], delay: float = 0.0, timeout: float = 300) -> bool:
+    """Waits until `ready()` (or the process ends), then `delay` seconds more, then SIGKILLs; True if it was killed."""
+    deadline = time.time() + timeout
+    while not ready() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    killed = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return killed
 
 
 def _history(output: Path) -> list[dict]:
@@ -130,19 +147,9 @@ def test_sigkill_then_resume_is_exact(tmp_path: Path) -> None:
     _run([sys.executable, TRAIN, "--config", str(reference), "--no_progress"])
     killed = _recipe(tmp_path, "killed", max_steps=steps, save_every=4, keep_last=2)
     output = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, TRAIN, "--config", str(killed), "--no_progress"],
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not (output / "checkpoint-8").is_dir() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (output / "final").exists(), "the run finished before it could be killed"
+    process = _start([sys.executable, TRAIN, "--config", str(killed), "--no_progress"])
+    assert _kill_when(process, (output / "checkpoint-8").is_dir), "the run finished before it could be killed"
+    assert not (output / "final").exists()
     _run([sys.executable, TRAIN, "--config", str(killed), "--no_progress", "--resume_from_checkpoint", "latest"])
     expected, resumed = _history(tmp_path / "reference"), _history(output)
     assert [r["step"] for r in resumed] == list(range(1, steps + 1))

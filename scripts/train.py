@@ -93,7 +93,10 @@ def train_config(recipe: dict[str, Any]) -> Any:
     unknown = sorted(set(recipe["train"]) - known)
     if unknown:
         raise ValueError(f"Unknown train option(s) {unknown}; known: {sorted(known)}.")
-    tasks = [TaskConfig(**task) if isinstance(task, dict) else TaskConfig(name=task) for task in recipe["tasks"]]
+    tasks = [  # a task's `files` choose its data (tasks.multitask.load_task_data), not how it is trained
+        TaskConfig(**{k: v for k, v in task.items() if k != "files"}) if isinstance(task, dict) else TaskConfig(task)
+        for task in recipe["tasks"]
+    ]
     return TrainConfig(**{**recipe["train"], "tasks": tasks})
 
 

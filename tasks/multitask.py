@@ -141,7 +141,46 @@ def build_training(
         model.loss_weights.update(config.loss_weights)
     sources = build_sources(train_data, processor, config.seed, answer_vocab, recipe["data"])
     trainer = MultitaskTrainer(model, sources, config, task_loss=task_loss)
+    if config.eval_every:
+        trainer.evaluate = build_evaluator(recipe, processor, trainer.accelerator)
     return Run(trainer, model, processor, config, recipe, train_data, skipped)
+
+
+def build_evaluator(
+    recipe: dict[str, Any], processor: Any, accelerator: Any
+) -> Callable[[Any, int], dict[str, float]]:
+    """The periodic evaluation of `train.eval_every`: every trained task's metrics on `data.eval_split` (default
+    `val`; the first `data.eval_max_samples` records), with the data read once.
+
+    Each task is scored by its own model class (`Glipv2ForGrounding`, `Glipv2ForQuestionAnswering`, ...) holding the
+    current weights, exactly as `scripts/evaluate.py` scores a saved checkpoint. Call on every process; the metrics
+    (`"<task>/<metric>"`) come back on the main process, `{}` elsewhere.
+    """
+    data_recipe = {**recipe["data"], "max_samples": recipe["data"].get("eval_max_samples")}
+    data = load_task_data({**recipe, "data": data_recipe}, recipe["data"].get("eval_split", "val"))
+    batch_size = int(recipe["data"].get("eval_batch_size", 8))
+
+    def evaluate(model: Any, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        state = None
+        for name, task_data in data.items():
+            spec = get_task(name)
+            task_class = spec.model_class()
+            task_model = model
+            if type(model) is not task_class:  # e.g. the all-heads model: same weights in the task's class
+                state = model.state_dict() if state is None else state
+                task_model = task_class(model.config).to(accelerator.device)
+                missing = task_model.load_state_dict(state, strict=False).missing_keys
+                if missing:
+                    raise ValueError(f"{type(model).__name__} lacks weights {missing[:5]} needed to evaluate {name}.")
+            result = spec.evaluate(accelerator, task_model, processor, task_data, batch_size)
+            if result is not None:
+                metrics.update({f"{name}/{key}": float(value) for key, value in result[0].items()})
+        if metrics:
+            logger.info("step %d evaluation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    return evaluate
 
 
 # The all-heads model names each task's labels (the collators all call them `labels`).
@@ -193,4 +232,13 @@ def finish_training(run: Run, history: list[dict[str, float]]) -> str:
     return summary
 
 
-__all__ = ["Run", "build_training", "ensure_data", "finish_training", "load_task_data", "model_class_for", "task_loss"]
+__all__ = [
+    "Run",
+    "build_evaluator",
+    "build_training",
+    "ensure_data",
+    "finish_training",
+    "load_task_data",
+    "model_class_for",
+    "task_loss",
+]

@@ -458,6 +458,7 @@ class MultitaskTrainer:
                 )
             if config.eval_every and self.evaluate and self.step % config.eval_every == 0:
                 metrics = self.evaluate(accelerator.unwrap_model(self.model), self.step)
+                record.update({f"eval/{k}": v for k, v in metrics.items()})  # in the history and the summary
                 if config.report_to:
                     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
             if config.save_every and self.step % config.save_every == 0:

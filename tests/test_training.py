@@ -183,3 +183,35 @@ def test_task_files_replace_the_training_files(tmp_path: Path) -> None:
     recipe["tasks"][0]["files"] = {"annotations": "x.json"}
     with pytest.raises(ValueError, match=r"tasks\[grounding\]\.files: unknown keys \['annotations'\]"):
         load_task_data(recipe, "train")
+
+
+def test_periodic_evaluation_and_task_files_in_a_run(tmp_path: Path) -> None:
+    """`train.eval_every` scores every task on the val split during training (in the history and the summary), as
+    `scripts/evaluate.py` scores the saved model; a task's `files` (here a 4-image grounding file) feed the run."""
+    from scripts.evaluate import main as evaluate_main
+    from tasks.common import read_json, write_json
+    from tasks.synthetic import generate_synthetic_multitask
+
+    data = tmp_path / "data"
+    generate_synthetic_multitask(data, seed=0, num_train=16, num_val=4, image_size=64)
+    grounding = read_json(data / "annotations" / "grounding_train.json")
+    kept = {image["id"] for image in grounding["images"][:4]}
+    grounding["images"] = grounding["images"][:4]
+    grounding["annotations"] = [a for a in grounding["annotations"] if a["image_id"] in kept]
+    write_json(tmp_path / "pseudo.json", grounding)
+    config = _recipe(tmp_path, "run", max_steps=6, eval_every=3)
+    recipe = yaml.safe_load(config.read_text())
+    recipe["tasks"][1]["files"] = {"annotation_file": str(tmp_path / "pseudo.json")}
+    recipe["data"]["eval_max_samples"] = 2
+    config.write_text(yaml.safe_dump(recipe))
+    _run([sys.executable, TRAIN, "--config", str(config), "--no_progress"])
+    history = _history(tmp_path / "run")
+    evaluated = [r["step"] for r in history if "eval/detection/AP50" in r and "eval/grounding/recall@1" in r]
+    assert evaluated == [3, 6]
+    assert "| eval/grounding/recall@1 |" in (tmp_path / "run" / "train_summary.md").read_text()
+    output = tmp_path / "detection.json"
+    files = ["--data-dir", str(data), "--split", "val", "--max-samples", "2", "--output", str(output), "--cpu"]
+    assert evaluate_main(["--model", str(tmp_path / "run" / "final"), "--task", "detection", *files]) == 0
+    saved = json.loads(output.read_text())["metrics"]
+    for name, value in saved.items():
+        assert history[-1][f"eval/detection/{name}"] == pytest.approx(value, abs=1e-6), name

@@ -124,6 +124,40 @@ def test_deform_conv_torchvision_equals_reference(stride: int, height: int, widt
 
 
 @pytest.mark.skipif(not torchvision_deform_conv_available(), reason="needs torchvision")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("offsets", ["zero", "integer", "random"])
+@pytest.mark.parametrize(("height", "width"), [(7, 9), (80, 100)])
+def test_deform_conv_gradients_equal_torchvision(dtype: torch.dtype, offsets: str, height: int, width: int) -> None:
+    """Also at integer sampling positions (zero offsets: DyHead's offset convolution starts at zero), where the
+    offset gradient takes DCN's one-sided difference (floor neighbour first), as torchvision's and the official
+    kernels do."""
+    from torchvision.ops import deform_conv2d
+
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, height, width, generator=generator, dtype=dtype)
+    weight, bias = torch.randn(5, 4, 3, 3, generator=generator, dtype=dtype), torch.randn(5, dtype=dtype)
+    shape = (2, 18, height, width)
+    offset = {
+        "zero": torch.zeros(shape, dtype=dtype),
+        "integer": torch.randint(-2, 3, shape, generator=generator).to(dtype),
+        "random": torch.randn(shape, generator=generator, dtype=dtype) * 2,
+    }[offsets]
+    mask = torch.rand(2, 9, height, width, generator=generator, dtype=dtype)
+    upstream = torch.randn(2, 5, height, width, generator=generator, dtype=dtype)
+
+    def gradients(fn) -> list[torch.Tensor]:  # noqa: ANN001
+        inputs = [t.clone().requires_grad_() for t in (x, offset, mask, weight, bias)]
+        (fn(*inputs) * upstream).sum().backward()
+        return [t.grad for t in inputs]
+
+    expected = gradients(lambda i, o, m, w, b: deform_conv2d(i, o, w, b, padding=1, mask=m))
+    got = gradients(lambda i, o, m, w, b: deform_conv2d_reference(i, o, m, w, b, padding=1))
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    for name, a, b in zip(("image", "offset", "mask", "weight", "bias"), got, expected):
+        assert (a - b).norm() <= tolerance * b.norm(), name
+
+
+@pytest.mark.skipif(not torchvision_deform_conv_available(), reason="needs torchvision")
 def test_dyhead_block_paths_agree_with_offset_reuse() -> None:
     block = Glipv2DyHeadBlock(16, deformable=True, dyrelu=True, scale_attention=True, norm_groups=4).eval()
     with torch.no_grad():  # non-zero offsets so that the sampling positions really move

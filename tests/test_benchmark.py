@@ -49,3 +49,30 @@ def test_smoke_run_writes_json_and_markdown(tmp_path: Path) -> None:
         assert isinstance(value, float) and math.isfinite(value) and value > 0, key
     assert [row["goal"] for row in results["goals"]][: len(GOALS)] == [key for key, *_ in GOALS]
     assert "### Goals (issue 10)" in markdown.read_text()
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_both_deformable_conv_paths_count_the_same_flops(backward: bool) -> None:
+    """torchvision's kernel (GPUs' default) is an op FlopCounterMode does not know; `flop_formulas` counts it as
+    the grid-sample path's matmul, so MFU means the same on both paths."""
+    pytest.importorskip("torchvision")
+    import torch
+
+    from glipv2.deformable_conv import Glipv2ModulatedDeformConv2d
+    from scripts.benchmark import count_flops
+
+    conv = Glipv2ModulatedDeformConv2d(8, 6, stride=2)
+    image = torch.randn(2, 8, 10, 14, requires_grad=True)
+    offset, mask = torch.randn(2, 18, 5, 7) * 2, torch.rand(2, 9, 5, 7)
+    counts = {}
+    for use_torchvision in (True, False):
+        conv.use_torchvision = use_torchvision
+
+        def run() -> None:
+            out = conv(image, offset, mask)
+            if backward:
+                out.sum().backward()
+
+        counts[use_torchvision] = count_flops(run)
+    forward = 2 * 2 * 6 * 8 * 9 * 5 * 7  # 2 * N * C_out * C_in * 3 * 3 * H_out * W_out
+    assert counts[True] == counts[False] == (3 * forward if backward else forward)

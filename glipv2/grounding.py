@@ -27,7 +27,7 @@ PADDED_TOKEN_LOGIT = -DOT_PRODUCT_LOGIT_CLAMP
 
 
 def generate_anchors(
-    spatial_shapes: torch.Tensor,
+    spatial_shapes: torch.Tensor | Sequence[Sequence[int]],
     strides: Sequence[int],
     anchor_scale: float = 8.0,
     device: torch.device | str | None = None,
@@ -41,10 +41,11 @@ def generate_anchors(
     Example: stride 8, scale 8 -> the cell at (0, 0) is ``[-28, -28, 35, 35]``.
 
     Args:
-        spatial_shapes: ``(L, 2)`` long tensor of ``(H_l, W_l)``, levels fine to coarse.
+        spatial_shapes: ``(L, 2)`` long tensor or list of ``(H_l, W_l)``, levels fine to coarse. A list keeps
+            the model free of data-dependent reads (one `torch.compile` graph, no host sync).
         strides: ``L`` strides in input pixels (e.g. ``(8, 16, 32, 64, 128)``).
         anchor_scale: anchor side in units of the stride (official ``ANCHOR_SIZES / ANCHOR_STRIDE`` = 8).
-        device: device of the result (defaults to ``spatial_shapes.device``).
+        device: device of the result (defaults to ``spatial_shapes.device``, or the CPU for a list).
         dtype: dtype of the result; the arithmetic is float32 as in the official code.
 
     Returns:
@@ -52,9 +53,12 @@ def generate_anchors(
     """
     if len(strides) != len(spatial_shapes):
         raise ValueError(f"got {len(strides)} strides for {len(spatial_shapes)} levels")
-    device = spatial_shapes.device if device is None else device
+    if device is None:
+        device = spatial_shapes.device if isinstance(spatial_shapes, torch.Tensor) else torch.device("cpu")
+    if isinstance(spatial_shapes, torch.Tensor):
+        spatial_shapes = spatial_shapes.tolist()
     anchors = []
-    for (height, width), stride in zip(spatial_shapes.tolist(), strides):
+    for (height, width), stride in zip(spatial_shapes, strides):
         # Cell anchor in float64 (numpy in the official code), then float32 as ``.float()`` does there.
         centre = (stride - 1) / 2.0
         half = 0.5 * (anchor_scale * stride - 1)

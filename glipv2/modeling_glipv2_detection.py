@@ -100,9 +100,11 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
         self.loss_weights: dict[str, float] = dict(DEFAULT_GROUNDING_LOSS_WEIGHTS)
         self.post_init()
 
-    def anchors(self, spatial_shapes: torch.Tensor) -> torch.Tensor:
+    def anchors(
+        self, spatial_shapes: torch.Tensor | list[tuple[int, int]], device: torch.device | None = None
+    ) -> torch.Tensor:
         """`(A, 4)` anchors (inclusive-pixel xyxy) for the given level sizes."""
-        return generate_anchors(spatial_shapes, self.config.anchor_strides, self.config.anchor_scale)
+        return generate_anchors(spatial_shapes, self.config.anchor_strides, self.config.anchor_scale, device=device)
 
     def head_forward(
         self,
@@ -116,8 +118,10 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
         Returns `(logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes)`.
         """
         logits, box_regression, centerness = self.grounding_head(vision_features, text_features, text_attention_mask)
-        spatial_shapes = torch.tensor([list(f.shape[-2:]) for f in vision_features], device=logits.device)
-        anchors = self.anchors(spatial_shapes).to(box_regression.dtype)
+        shapes = [tuple(f.shape[-2:]) for f in vision_features]
+        spatial_shapes = torch.tensor(shapes, device=logits.device)
+        # From the Python shapes, not the tensor: no device-to-host read (a graph break under torch.compile).
+        anchors = self.anchors(shapes, device=logits.device).to(box_regression.dtype)
         pred_boxes = _boxes_to_output(self.box_coder.decode(box_regression, anchors), image_sizes)
         return logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes
 

@@ -279,3 +279,25 @@ def test_package_is_flat_with_sibling_imports_only() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith(("glipv2", "tasks", "scripts")), f"{path.name}: {alias.name}"
+
+
+@pytest.mark.timeout(300)
+def test_torch_compile_captures_the_forward_in_one_graph() -> None:
+    """`torch.compile(model)` traces the whole grounding forward without a graph break (no device-to-host reads, so
+    `mode="reduce-overhead"` can replay it as one CUDA graph) and gives eager's outputs."""
+    from torch._dynamo.utils import counters
+
+    from glipv2 import Glipv2ForGrounding
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = Glipv2ForGrounding(tiny_config()).eval()
+    inputs = _inputs()
+    # Default mode (not fullgraph, which traces some data-dependent reads as constants): count the breaks.
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        expected, got = model(**inputs), compiled(**inputs)
+    assert not counters["graph_break"], list(counters["graph_break"])
+    for key in ("logits", "pred_boxes", "centerness"):
+        torch.testing.assert_close(got[key], expected[key], msg=key)
+    torch._dynamo.reset()

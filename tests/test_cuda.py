@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from glipv2 import Glipv2ForGrounding
 from glipv2.deformable_conv import deform_conv2d_reference, torchvision_deform_conv_available
+from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

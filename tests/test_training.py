@@ -86,6 +86,29 @@ def _history(output: Path) -> list[dict]:
     return json.loads((output / "train_history.json").read_text())
 
 
+def assert_same_run(reference: Path, output: Path, steps: int) -> None:
+    """`output` logged steps 1..`steps` with `reference`'s losses and saved the same final weights, bit for bit."""
+    expected, resumed = _history(reference), _history(output)
+    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # bit for bit on CPU
+    a = load_file(reference / "final" / "model.safetensors")
+    b = load_file(output / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def write_grounding_subset(data: Path, count: int, path: Path) -> set[int]:
+    """The first `count` images of the synthetic grounding train file and their boxes, as an MDETR file at `path`
+    (a stand-in for `scripts/pseudo_label.py` output); returns their image ids."""
+    from tasks.common import read_json, write_json
+
+    grounding = read_json(data / "annotations" / "grounding_train.json")
+    kept = {image["id"] for image in grounding["images"][:count]}
+    grounding["images"] = grounding["images"][:count]
+    grounding["annotations"] = [a for a in grounding["annotations"] if a["image_id"] in kept]
+    write_json(path, grounding)
+    return kept
+
+
 def test_train_script_runs_and_losses_fall(tmp_path: Path) -> None:
     config = _recipe(tmp_path, "run", max_steps=24, save_every=12, keep_last=1, learning_rate=2e-3)
     _run([sys.executable, TRAIN, "--config", str(config), "--no_progress"])
@@ -151,28 +174,18 @@ def test_sigkill_then_resume_is_exact(tmp_path: Path) -> None:
     assert _kill_when(process, (output / "checkpoint-8").is_dir), "the run finished before it could be killed"
     assert not (output / "final").exists()
     _run([sys.executable, TRAIN, "--config", str(killed), "--no_progress", "--resume_from_checkpoint", "latest"])
-    expected, resumed = _history(tmp_path / "reference"), _history(output)
-    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
-    assert [r["loss"] for r in resumed] == [r["loss"] for r in expected]  # bit for bit on CPU
-    a = load_file(tmp_path / "reference" / "final" / "model.safetensors")
-    b = load_file(output / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "reference", output, steps)
 
 
 def test_task_files_replace_the_training_files(tmp_path: Path) -> None:
     """A grounding task trained on another MDETR file (e.g. `scripts/pseudo_label.py` output); evaluation keeps the
     data folder's split files."""
-    from tasks.common import read_json, write_json
     from tasks.multitask import load_task_data
     from tasks.synthetic import generate_synthetic_multitask
 
     data = tmp_path / "data"
     generate_synthetic_multitask(data, seed=0, num_train=6, num_val=3, image_size=64)
-    grounding = read_json(data / "annotations" / "grounding_train.json")
-    kept = {image["id"] for image in grounding["images"][:2]}
-    grounding["images"] = grounding["images"][:2]
-    grounding["annotations"] = [a for a in grounding["annotations"] if a["image_id"] in kept]
-    write_json(tmp_path / "pseudo.json", grounding)
+    kept = write_grounding_subset(data, 2, tmp_path / "pseudo.json")
     recipe = {
         "data": {"dir": str(data)},
         "tasks": [{"name": "grounding", "files": {"annotation_file": str(tmp_path / "pseudo.json")}}],
@@ -189,16 +202,11 @@ def test_periodic_evaluation_and_task_files_in_a_run(tmp_path: Path) -> None:
     """`train.eval_every` scores every task on the val split during training (in the history and the summary), as
     `scripts/evaluate.py` scores the saved model; a task's `files` (here a 4-image grounding file) feed the run."""
     from scripts.evaluate import main as evaluate_main
-    from tasks.common import read_json, write_json
     from tasks.synthetic import generate_synthetic_multitask
 
     data = tmp_path / "data"
     generate_synthetic_multitask(data, seed=0, num_train=16, num_val=4, image_size=64)
-    grounding = read_json(data / "annotations" / "grounding_train.json")
-    kept = {image["id"] for image in grounding["images"][:4]}
-    grounding["images"] = grounding["images"][:4]
-    grounding["annotations"] = [a for a in grounding["annotations"] if a["image_id"] in kept]
-    write_json(tmp_path / "pseudo.json", grounding)
+    write_grounding_subset(data, 4, tmp_path / "pseudo.json")
     config = _recipe(tmp_path, "run", max_steps=6, eval_every=3)
     recipe = yaml.safe_load(config.read_text())
     recipe["tasks"][1]["files"] = {"annotation_file": str(tmp_path / "pseudo.json")}

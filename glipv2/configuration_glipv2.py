@@ -9,6 +9,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
+# Whether this module is the installed library (`glipv2.configuration_glipv2`) rather than a remote-code copy
+# loaded from a saved folder (`transformers_modules.<folder>.configuration_glipv2`).
+_INSTALLED_LIBRARY = __name__.split(".")[0] == "glipv2"
+
 # Swin stages 2-4 feed the FPN (strides 8, 16, 32), as `SWINT-FPN-RETINANET` in the official GLIP configs.
 _BACKBONE_OUT_FEATURES = ["stage2", "stage3", "stage4"]
 
@@ -121,6 +125,15 @@ class Glipv2Config(PreTrainedConfig):
     logit_scale_init: float = 2.6592
     vqa_hidden_size: int | None = None
     tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if _INSTALLED_LIBRARY:
+            # A saved folder lists this library's pipelines in `custom_pipelines` for users without glipv2, and
+            # `pipeline()` asks for `trust_remote_code` whenever a config names its task there. With glipv2 installed
+            # its registered pipelines serve those tasks, so the loaded config does not carry the entry (saving a
+            # model writes it again, see `auto_map.write_auto_map`).
+            kwargs.pop("custom_pipelines", None)
+        super().__post_init__(**kwargs)
 
     def validate_architecture(self) -> None:
         """Checks that the sizes fit together (called by `@strict` on init)."""

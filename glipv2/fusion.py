@@ -3,6 +3,10 @@
 Follows `maskrcnn_benchmark/modeling/rpn/vldyhead.py` (VLFuse, BertEncoderLayer, DyConv) and
 `maskrcnn_benchmark/utils/fuse_helper.py` (BiMultiHeadAttention, BiAttentionBlockForCheckpoint) of the official GLIP
 code. Module names use `q_proj/k_proj/v_proj/o_proj` inside modality-named parents so a single PEFT pattern matches.
+
+Under a seq2seq mask (captioning: image positions attend only image positions, token t attends the image and tokens
+<= t) the two sides of the stack separate: [`Glipv2DeepFusion.image_side`] is text-independent and runs once per
+image, [`Glipv2DeepFusion.text_side`] runs the text half of every layer against it with any self-attention mask.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -65,11 +70,13 @@ class Glipv2BiAttention(nn.Module):
             }
         )
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, L, embed_dim)` -> `(B, heads, L, head_dim)`."""
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, heads, L, head_dim)` -> `(B, L, embed_dim)`."""
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
 
@@ -93,10 +100,10 @@ class Glipv2BiAttention(nn.Module):
         CPU the text side's softmax runs over its A axis instead of on a transposed copy, on GPUs over the last axis
         of a transposed copy (the faster kernel there).
         """
-        query = self._heads(self._scaled_query(vision))
-        key = self._heads(self.text["k_proj"](text))
-        vision_values = self._heads(self.vision["v_proj"](vision))
-        text_values = self._heads(self.text["v_proj"](text))
+        query = self.split_heads(self._scaled_query(vision))
+        key = self.split_heads(self.text["k_proj"](text))
+        vision_values = self.split_heads(self.vision["v_proj"](vision))
+        text_values = self.split_heads(self.text["v_proj"](text))
         logits = torch.matmul(query, key.transpose(-1, -2))  # (B, h, A, T)
         in_place = not (torch.is_grad_enabled() and logits.requires_grad)  # autograd needs the unclamped logits
         logits = (logits.clamp_ if in_place else logits.clamp)(-self.clamp_value, self.clamp_value)
@@ -115,9 +122,24 @@ class Glipv2BiAttention(nn.Module):
 
         vision_attn = F.dropout(vision_attn, p=self.dropout, training=self.training)
         text_attn = F.dropout(text_attn, p=self.dropout, training=self.training)
-        vision_delta = self.vision["o_proj"](self._merge(torch.matmul(vision_attn, text_values)))
-        text_delta = self.text["o_proj"](self._merge(torch.matmul(text_attn, vision_values)))
+        vision_delta = self.vision["o_proj"](self.merge_heads(torch.matmul(vision_attn, text_values)))
+        text_delta = self.text["o_proj"](self.merge_heads(torch.matmul(text_attn, vision_values)))
         return vision_delta, text_delta
+
+    def text_delta(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The text half alone: each token attends every image position, no token sees another.
+
+        `vision` `(B, A, Cv)` and `text` `(B, T, Ct)` (both layer-normed) -> text delta `(B, T, Ct)`, with the same
+        weights, scaling, clamping and max-subtraction as [`forward`]'s text side.
+        """
+        query = self.split_heads(self.vision["q_proj"](vision) * self.scale)
+        key = self.split_heads(self.text["k_proj"](text))
+        values = self.split_heads(self.vision["v_proj"](vision))
+        logits = torch.matmul(key, query.transpose(-1, -2)).clamp(-self.clamp_value, self.clamp_value)  # (B,h,T,A)
+        logits = logits - logits.amax(dim=-1, keepdim=True)
+        probs = logits.clamp(-self.clamp_value, self.clamp_value).softmax(dim=-1)
+        probs = F.dropout(probs, self.dropout, self.training)
+        return self.text["o_proj"](self.merge_heads(torch.matmul(probs, values)))
 
 
 class Glipv2VLFuse(nn.Module):
@@ -156,6 +178,15 @@ class Glipv2VLFuse(nn.Module):
         text = text + self.text_layer_scale * text_delta
         return unflatten_levels(vision, sizes), text
 
+    def fuse_text(self, vision: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """The text side alone (the image does not attend the text): `LN(text) + gamma * TextAttn(vision, LN(text))`.
+
+        `vision` `(B, A, Cv)` is the already layer-normed flat image ([`Glipv2FusionLayer.image_step`]);
+        `text_features` `(B, T, D)`.
+        """
+        text = self.text_layer_norm(text_features)
+        return text + self.text_layer_scale * self.attn.text_delta(vision, text)
+
 
 class Glipv2TextLayer(nn.Module):
     """The extra BERT-style (post-norm) text layer after each VLFuse (official `BertEncoderLayer`)."""
@@ -176,14 +207,15 @@ class Glipv2TextLayer(nn.Module):
         self.dropout = dropout
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`hidden_states` (B, T, D), `attention_mask` (B, T) with 1 for real tokens."""
+        """`hidden_states` (B, T, D); `attention_mask` (B, T) with 1 for real tokens, or a (B, 1, T, T) boolean
+        self-attention mask (True where query t may attend key s, e.g. causal)."""
         batch, length, dim = hidden_states.shape
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
 
         query, key, value = (heads(self.self_attn[n](hidden_states)) for n in ("q_proj", "k_proj", "v_proj"))
-        mask = attention_mask.bool()[:, None, None, :]
+        mask = attention_mask.bool()[:, None, None, :] if attention_mask.dim() == 2 else attention_mask.bool()
         attn = F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -330,6 +362,22 @@ class Glipv2FusionLayer(GradientCheckpointingLayer):
             text_features = self.text_layer(text_features, text_attention_mask)
         return (text_features, *self.dyhead(tuple(vision_features)))
 
+    def image_step(self, vision_features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The image side when images do not attend text: VLFuse keeps `LN(x)` (no text->image delta), then DyHead.
+
+        Returns the layer-normed flat image `(B, A, C)` (what the text attends in [`text_step`]) and the next levels.
+        """
+        flat, sizes = flatten_levels(vision_features)
+        normed = self.vl_fuse.vision_layer_norm(flat)
+        return normed, self.dyhead(unflatten_levels(normed, sizes))
+
+    def text_step(
+        self, text_features: torch.Tensor, vision: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The text side against a fixed image: VLFuse's image->text half, then the extra text layer under
+        `attention_mask` ((B, T) padding or (B, 1, T, T) boolean, see [`Glipv2TextLayer`])."""
+        return self.text_layer(self.vl_fuse.fuse_text(vision, text_features), attention_mask)
+
 
 class Glipv2DeepFusion(nn.Module):
     """The stack of [`Glipv2FusionLayer`] (official `dyhead_tower`)."""
@@ -349,6 +397,35 @@ class Glipv2DeepFusion(nn.Module):
             text_features, *levels = layer(text_features, text_attention_mask, *vision_features)
             vision_features = tuple(levels)
         return vision_features, text_features
+
+    def _check_early_fusion(self) -> None:
+        if self.layers[0].vl_fuse is None:
+            raise ValueError(
+                "The image and text sides need use_early_fusion=True: without VLFuse there is no text side."
+            )
+
+    def image_side(self, vision_features: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Every layer's image input when images attend only images: `(B, num_layers, A, C)`, text-independent."""
+        self._check_early_fusion()
+        memory = []
+        for layer in self.layers:
+            normed, vision_features = layer.image_step(vision_features)
+            memory.append(normed)
+        return torch.stack(memory, dim=1)
+
+    def text_side(
+        self, text_features: torch.Tensor, image_memory: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Every layer's text side against [`image_side`]'s memory `(B, num_layers, A, C)`, self-attention under
+        `attention_mask` (e.g. causal). Returns `(B, T, D)`. Honours gradient checkpointing per layer."""
+        self._check_early_fusion()
+        for index, layer in enumerate(self.layers):
+            image = image_memory[:, index]
+            if layer.gradient_checkpointing and layer.training:
+                text_features = checkpoint(layer.text_step, text_features, image, attention_mask, use_reentrant=False)
+            else:
+                text_features = layer.text_step(text_features, image, attention_mask)
+        return text_features
 
 
 __all__ = [

@@ -1,7 +1,11 @@
-"""Grounding losses of GLIP/GLIPv2: ATSS assignment, token sigmoid focal loss, GIoU and centerness.
+"""Every loss of the GLIPv2 family, in one module.
 
-Faithful to ``ATSSLossComputation`` in the official ``maskrcnn_benchmark/modeling/rpn/loss.py`` (dot-product token
-branch) and ``token_sigmoid_binary_focal_loss`` in ``maskrcnn_benchmark/layers/sigmoid_focal_loss.py``.
+- Grounding (detection and phrase grounding): ATSS assignment, token sigmoid focal loss, GIoU and centerness,
+  faithful to ``ATSSLossComputation`` in the official ``maskrcnn_benchmark/modeling/rpn/loss.py`` (dot-product token
+  branch) and ``token_sigmoid_binary_focal_loss`` in ``maskrcnn_benchmark/layers/sigmoid_focal_loss.py``.
+- VQA: the soft-score BCE of VQAv2 classifiers; captioning and MLM: token cross-entropies.
+- Contrastive: CLIP's symmetric InfoNCE and GLIPv2's inter-image region-word loss, gathered across processes
+  ([`gather_with_grad`]).
 """
 
 from __future__ import annotations
@@ -9,11 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from torch import distributed as dist
 from torch import nn
 
-from .grounding import Glipv2BoxCoder
+from .box_ops import Glipv2BoxCoder, box_iou_legacy, elementwise_giou
 
 # Official defaults: loss_cls is the dot-product token loss (FUSE_CONFIG.DOT_PRODUCT_TOKEN_LOSS_WEIGHT = 1.0),
 # loss_box the GIoU loss (MODEL.ATSS.REG_LOSS_WEIGHT = 2.0, applied inside ATSSLossComputation.__call__),
@@ -28,25 +32,6 @@ _MIN_INSIDE_DISTANCE = 0.01
 # the "[NoObj]" token (prepare_targets: ``unmatched_labels[-1] = 1``). It only matters when that position is a real
 # token, i.e. for captions of 256 tokens; index 255 reproduces that whatever the padding strategy.
 OFFICIAL_NO_OBJECT_TOKEN_INDEX = 255
-
-
-def pairwise_iou_legacy(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU with the legacy "+1" convention (official ``boxlist_iou``: width = ``x2 - x1 + 1``).
-
-    Args:
-        boxes1: ``(N, 4)`` xyxy.
-        boxes2: ``(M, 4)`` xyxy.
-
-    Returns:
-        ``(N, M)`` IoU.
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0] + 1) * (boxes1[:, 3] - boxes1[:, 1] + 1)
-    area2 = (boxes2[:, 2] - boxes2[:, 0] + 1) * (boxes2[:, 3] - boxes2[:, 1] + 1)
-    lt = torch.max(boxes1[:, None, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
-    wh = (rb - lt + 1).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1[:, None] + area2 - inter)
 
 
 def atss_assign(
@@ -73,7 +58,7 @@ def atss_assign(
     matched = torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
     if num_gt == 0 or num_anchors == 0:
         return matched
-    ious = pairwise_iou_legacy(anchors, gt_boxes)  # (A, N)
+    ious = box_iou_legacy(anchors, gt_boxes)  # (A, N)
     anchor_centres = torch.stack(((anchors[:, 0] + anchors[:, 2]) / 2.0, (anchors[:, 1] + anchors[:, 3]) / 2.0), 1)
     gt_centres = torch.stack(((gt_boxes[:, 0] + gt_boxes[:, 2]) / 2.0, (gt_boxes[:, 1] + gt_boxes[:, 3]) / 2.0), 1)
     distances = (anchor_centres[:, None, :] - gt_centres[None, :, :]).pow(2).sum(-1).sqrt()  # (A, N)
@@ -147,9 +132,8 @@ def token_sigmoid_focal_loss(
 def giou_loss(
     pred_boxes: torch.Tensor, target_boxes: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Summed ``1 - GIoU`` (official ``ATSSLossComputation.GIoULoss``, after decoding both box sets).
-
-    Areas have no "+1" here (as official); predicted ``x2, y2`` are raised to at least ``x1, y1``.
+    """Summed ``1 - GIoU`` (official ``ATSSLossComputation.GIoULoss``, after decoding both box sets; see
+    :func:`~glipv2.box_ops.elementwise_giou` for its arithmetic).
 
     Args:
         pred_boxes: ``(P, 4)`` xyxy.
@@ -159,22 +143,7 @@ def giou_loss(
     Returns:
         Scalar ``sum(weight * (1 - giou))`` (or the unweighted sum).
     """
-    pred_x1, pred_y1 = pred_boxes[:, 0], pred_boxes[:, 1]
-    pred_x2 = torch.max(pred_x1, pred_boxes[:, 2])
-    pred_y2 = torch.max(pred_y1, pred_boxes[:, 3])
-    pred_area = (pred_x2 - pred_x1) * (pred_y2 - pred_y1)
-    target_x1, target_y1, target_x2, target_y2 = target_boxes.unbind(-1)
-    target_area = (target_x2 - target_x1) * (target_y2 - target_y1)
-
-    inter_w = torch.min(pred_x2, target_x2) - torch.max(pred_x1, target_x1)
-    inter_h = torch.min(pred_y2, target_y2) - torch.max(pred_y1, target_y1)
-    area_intersect = torch.where((inter_w > 0) & (inter_h > 0), inter_w * inter_h, torch.zeros_like(inter_w))
-    enclosing_w = torch.max(pred_x2, target_x2) - torch.min(pred_x1, target_x1)
-    enclosing_h = torch.max(pred_y2, target_y2) - torch.min(pred_y1, target_y1)
-    area_enclosing = enclosing_w * enclosing_h + 1e-7
-    area_union = pred_area + target_area - area_intersect + 1e-7
-    gious = area_intersect / area_union - (area_enclosing - area_union) / area_enclosing
-    losses = 1 - gious
+    losses = 1 - elementwise_giou(pred_boxes, target_boxes)
     if weight is not None and weight.sum() > 0:
         return (losses * weight).sum()
     return losses.sum()
@@ -377,3 +346,147 @@ class Glipv2GroundingLoss(nn.Module):
         loss_box = giou_loss(pred_boxes, target_boxes, weight=ctr_targets) / sum_ctr_targets
         loss_centerness = F.binary_cross_entropy_with_logits(pos_centerness, ctr_targets, reduction="sum") / num_pos
         return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_centerness": loss_centerness}
+
+
+# ------------------------------------------------------------------------------------------- vqa, captioning, mlm
+def vqa_soft_score_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """VQAv2 soft-score loss: `BCE-with-logits(logits, labels)` averaged over all entries, times the number of
+    answers (the BUTD / ViLBERT / UNITER recipe: a per-question sum over answers, averaged over questions).
+
+    Args:
+        logits: `(B, A)`; labels: `(B, A)` soft scores in [0, 1] (official accuracy of each answer; answers
+            outside the vocabulary are simply absent, so a question may have an all-zero row).
+    """
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"VQA labels must be (batch, num_answers) = {tuple(logits.shape)} soft scores, got "
+            f"{tuple(labels.shape)} (see vqa_targets)."
+        )
+    labels = labels.to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, labels) * labels.shape[1]
+
+
+def shifted_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: logits at position t predict `labels[t + 1]`; -100 is ignored (shifted once here).
+
+    Args:
+        logits: `(B, T, V)`; labels: `(B, T)` the input ids with -100 on padding.
+    """
+    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked-LM cross-entropy over the positions whose label is not -100 (`(B, T, V)`, `(B, T)`)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+# ------------------------------------------------------------------------------------------------- contrastive
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenates `tensor` `(N_r, ...)` of every process along dim 0 (rank order), differentiably.
+
+    Sizes may differ between processes: rows are padded to the largest `N_r` for the collective and the padding is
+    dropped again. Without an initialised process group (or with one process) `tensor` is returned unchanged.
+
+    Returns:
+        `(sum_r N_r, ...)`.
+    """
+    if not _distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    world_size = dist.get_world_size()
+    local_size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(local_size) for _ in range(world_size)]
+    dist.all_gather(sizes, local_size)
+    sizes = [int(size.item()) for size in sizes]
+    padded = F.pad(tensor, (0, 0) * (tensor.dim() - 1) + (0, max(sizes) - tensor.shape[0]))
+    gathered = all_gather(padded)
+    return torch.cat([part[:size] for part, size in zip(gathered, sizes)], dim=0)
+
+
+def clip_contrastive_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, gather: bool = True
+) -> torch.Tensor:
+    """Symmetric InfoNCE: `(CE(s * I T^T, diag) + CE(s * T I^T, diag)) / 2`, image i paired with text i.
+
+    Args:
+        image_embeds: `(B, P)` L2-normalised image embeddings.
+        text_embeds: `(B, P)` L2-normalised text embeddings.
+        logit_scale: scalar, the already exponentiated (and clamped) temperature `s`.
+        gather: gather both sides from every process first (the loss of the global batch).
+    """
+    if gather:
+        image_embeds, text_embeds = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
+    logits_per_image = logit_scale * image_embeds @ text_embeds.T
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+
+
+def _multi_positive_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Mean over rows with at least one positive of `-sum_j q_ij log softmax(logits)_ij`, q uniform on positives."""
+    has_positive = positives.any(dim=1)
+    if not has_positive.any():
+        return logits.sum() * 0.0
+    targets = positives[has_positive].float()
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    log_probs = logits[has_positive].log_softmax(dim=1)
+    return -(targets * log_probs).sum(dim=1).mean()
+
+
+def region_word_contrastive_loss(
+    region_embeds: torch.Tensor,
+    region_labels: torch.Tensor,
+    word_embeds: torch.Tensor,
+    word_labels: torch.Tensor,
+    logit_scale: torch.Tensor,
+    gather: bool = True,
+) -> torch.Tensor:
+    """GLIPv2 inter-image region-word contrastive loss (arXiv 2206.05836, §3.2, "inter-image region-word").
+
+    Exact definition used here (GLIPv2's code was never released): after gathering the regions and words of every
+    image of every process, with `S = logit_scale * R W^T` (`(N, M)`, cosine similarities) and `Y_ij = 1` when
+    region i and word j carry the same label (so a region's own phrase and every same-class phrase of any other image
+    are positives, every other word of the batch a negative),
+
+        loss = ( CE_multi(S, Y) + CE_multi(S^T, Y^T) ) / 2
+
+    where `CE_multi` is the multi-positive softmax cross-entropy (UniCL-style target: uniform over a row's positives)
+    averaged over the rows that have at least one positive. Returns 0 (keeping the graph) with no positive pair.
+
+    Args:
+        region_embeds: `(N_local, P)` L2-normalised region embeddings (projected pre-fusion anchor features).
+        region_labels: `(N_local,)` label of each region (the class of its matched box).
+        word_embeds: `(M_local, P)` L2-normalised word embeddings (projected pre-fusion token features).
+        word_labels: `(M_local,)` label of each word (the class of the phrase it belongs to).
+        logit_scale: scalar, the already exponentiated temperature.
+        gather: gather regions and words of every process first.
+    """
+    if gather:
+        region_embeds, word_embeds = gather_with_grad(region_embeds), gather_with_grad(word_embeds)
+        region_labels, word_labels = gather_with_grad(region_labels), gather_with_grad(word_labels)
+    logits = logit_scale * region_embeds @ word_embeds.T
+    positives = region_labels[:, None] == word_labels[None, :]
+    return (
+        _multi_positive_cross_entropy(logits, positives) + _multi_positive_cross_entropy(logits.T, positives.T)
+    ) / 2
+
+
+__all__ = [
+    "DEFAULT_GROUNDING_LOSS_WEIGHTS",
+    "Glipv2GroundingLoss",
+    "atss_assign",
+    "centerness_targets",
+    "clip_contrastive_loss",
+    "gather_with_grad",
+    "giou_loss",
+    "mlm_loss",
+    "region_word_contrastive_loss",
+    "shifted_lm_loss",
+    "token_sigmoid_focal_loss",
+    "vqa_soft_score_loss",
+]

@@ -1,13 +1,16 @@
-"""GLIPv2-style models: the shared vision-language backbone and the task classes built on it.
+"""GLIPv2-style models: the shared vision-language backbone and the base class of every task class.
 
-State-dict layout (DESIGN §2): `model.*` is the backbone + fusion, `<task>_head.*` a head; every task class loads any
-checkpoint of the family and ignores the heads it does not use.
+State-dict layout: `model.*` is the backbone + fusion, `<task>_head.*` a head; every task class loads any
+checkpoint of the family and ignores the heads it does not use. The task classes live in one modeling file per
+family (`modeling_glipv2_detection`, `_vqa`, `_captioning`, `_zero_shot`, `_pretraining`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,11 +19,23 @@ from transformers import AutoBackbone, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .auto_map import TASK_CLASS_BY_NAME, write_auto_map
 from .backbone import Glipv2FeaturePyramid
 from .configuration_glipv2 import Glipv2Config
 from .deformable_conv import Glipv2ModulatedDeformConv2d
 from .fusion import Glipv2BiAttention, Glipv2DeepFusion, Glipv2DyHeadBlock, Glipv2DyHeadConv, Glipv2VLFuse
-from .grounding import Glipv2GroundingHead, Glipv2Scale
+from .heads import (
+    HEAD_NAMES,
+    Glipv2ContrastiveHead,
+    Glipv2GroundingHead,
+    Glipv2LMHead,
+    Glipv2Scale,
+    Glipv2VqaHead,
+    unexpected_head_keys,
+)
+
+# The text encoder's word embeddings, to which the LM heads' decoders are tied.
+WORD_EMBEDDINGS = "model.text_model.embeddings.word_embeddings.weight"
 
 
 @dataclass
@@ -56,6 +71,11 @@ def image_sizes_from_mask(pixel_values: torch.Tensor, pixel_mask: torch.Tensor |
     return torch.stack([heights, widths], dim=1).long()
 
 
+def return_output(output: ModelOutput, return_dict: bool | None) -> ModelOutput | tuple:
+    """`output`, or its tuple form when `return_dict` is False (the transformers convention)."""
+    return output if return_dict is not False else output.to_tuple()
+
+
 def _broadcast_batch(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Expands a batch of one to the other's batch size; any other mismatch is an error naming both."""
     if a.shape[0] == b.shape[0]:
@@ -71,7 +91,11 @@ def _broadcast_batch(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
 
 
 class Glipv2PreTrainedModel(PreTrainedModel):
-    """Base class: config class, weight initialisation (official GLIP inits) and checkpoint plumbing."""
+    """Base class: config class, the weight initialisation of every module and head (official GLIP inits), and
+    saving: every `save_pretrained` (and so `push_to_hub`) folder is a complete Hub repository (see `auto_map.py`).
+
+    A task class listed in `auto_map.TASK_CLASSES` ignores, when loading, the heads of the others.
+    """
 
     config_class = Glipv2Config
     config: Glipv2Config
@@ -81,6 +105,55 @@ class Glipv2PreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["Glipv2FusionLayer"]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        entry = TASK_CLASS_BY_NAME.get(cls.__name__)
+        if entry is not None:  # a checkpoint of another class (e.g. every head) is not an error for this one
+            cls._keys_to_ignore_on_load_unexpected = unexpected_head_keys(entry.heads)
+
+    def head_names(self) -> list[str]:
+        """The heads this model holds, in `heads.HEAD_NAMES` order."""
+        return [name for name in HEAD_NAMES if name in self._modules]
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        push_to_hub: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """`PreTrainedModel.save_pretrained`, then the folder's `config.json` gets an `auto_map` entry for every task
+        class the checkpoint serves and `custom_pipelines` for this library's pipelines, with their code beside the
+        weights: the folder (or the pushed repository) loads with `trust_remote_code=True` where glipv2 is not
+        installed. `push_to_hub=True` uploads the completed folder."""
+        hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "create_pr", "private") if key in kwargs}
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        should_save = getattr(self, "should_save_on_this_rank", None)
+        if not (should_save(is_main_process) if should_save else is_main_process):
+            return
+        if (Path(save_directory) / "config.json").is_file():  # an adapter-only save writes no config
+            write_auto_map(save_directory, self.head_names())
+        if push_to_hub:
+            self._push_folder(save_directory, token=kwargs.get("token"), **hub)
+
+    def _push_folder(
+        self,
+        folder: str | os.PathLike,
+        repo_id: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        private: bool | None = None,
+        token: str | bool | None = None,
+    ) -> Any:
+        """Uploads a saved folder as `save_pretrained(..., push_to_hub=True)` does in transformers."""
+        from huggingface_hub import create_repo
+
+        repo_id = repo_id or os.fspath(folder).rstrip(os.path.sep).split(os.path.sep)[-1]
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        return self._upload_modified_files(
+            folder, repo_id, {}, commit_message=commit_message, token=token, create_pr=create_pr
+        )
 
     def enable_input_require_grads(self) -> None:
         """Hooks the text word embeddings only. transformers' version hooks every sub-model's input embeddings,
@@ -112,8 +185,9 @@ class Glipv2PreTrainedModel(PreTrainedModel):
                 init.uniform_(conv.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Generic inits first (children are visited before parents), then the official GLIP ones."""
+        """Generic inits first (children are visited before parents), then the official GLIP ones and the heads'."""
         super()._init_weights(module)
+        std = self.config.initializer_range
         if isinstance(module, Glipv2BiAttention):  # fuse_helper.BiMultiHeadAttention._reset_parameters
             for linear in [*module.vision.values(), *module.text.values()]:
                 init.xavier_uniform_(linear.weight)
@@ -153,6 +227,20 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             init.constant_(module.bias0, module.prior_bias)
         elif isinstance(module, Glipv2Scale):
             init.ones_(module.scale)
+        elif isinstance(module, Glipv2VqaHead):
+            for linear in (module.dense, module.classifier):
+                init.normal_(linear.weight, std=std)
+                init.zeros_(linear.bias)
+            init.ones_(module.layer_norm.weight)
+            init.zeros_(module.layer_norm.bias)
+        elif isinstance(module, Glipv2LMHead):  # BertLMPredictionHead: decoder is tied, bias 0
+            init.normal_(module.dense.weight, std=std)
+            init.zeros_(module.dense.bias)
+            init.zeros_(module.bias)
+        elif isinstance(module, Glipv2ContrastiveHead):  # CLIP: projections N(0, width^-0.5)
+            init.normal_(module.visual_projection.weight, std=module.visual_projection.in_features**-0.5)
+            init.normal_(module.text_projection.weight, std=module.text_projection.in_features**-0.5)
+            init.constant_(module.logit_scale, self.config.logit_scale_init)
 
 
 class Glipv2Model(Glipv2PreTrainedModel):
@@ -266,7 +354,14 @@ class Glipv2Model(Glipv2PreTrainedModel):
             pre_fusion_vision_features=image_features,
             pre_fusion_text_features=text_features,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return return_output(output, return_dict)
 
 
-__all__ = ["Glipv2Model", "Glipv2ModelOutput", "Glipv2PreTrainedModel"]
+__all__ = [
+    "WORD_EMBEDDINGS",
+    "Glipv2Model",
+    "Glipv2ModelOutput",
+    "Glipv2PreTrainedModel",
+    "image_sizes_from_mask",
+    "return_output",
+]

@@ -13,23 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
 from transformers.utils import ModelOutput
 
 from .configuration_glipv2 import Glipv2Config
-from .fusion import Glipv2BiAttention, Glipv2TextLayer, flatten_levels, unflatten_levels
-from .modeling_glipv2 import Glipv2Model
-from .modeling_glipv2_understanding import (
-    _WORD_EMBEDDINGS,
-    Glipv2UnderstandingPreTrainedModel,
-    _lm_head,
-    _other_heads,
-    _return,
-    shifted_lm_loss,
-)
+from .heads import build_head
+from .loss import shifted_lm_loss
+from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
 
 # bert-base-uncased [CLS] / [SEP]: BOS and EOS of captioning when the text config names none.
 BERT_CLS_TOKEN_ID = 101
@@ -59,83 +50,28 @@ def causal_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
 
-def _text_attends_image(attn: Glipv2BiAttention, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The text half of [`Glipv2BiAttention`] alone: each token attends every image position (no token mixing).
-
-    `image` `(B, A, C)` (layer-normed), `text` `(B, T, D)` (layer-normed) -> text delta `(B, T, D)`; same weights,
-    scaling, clamping and max-subtraction as the bi-directional module.
-    """
-    query = attn._heads(attn.vision["q_proj"](image) * attn.scale)
-    key = attn._heads(attn.text["k_proj"](text))
-    values = attn._heads(attn.vision["v_proj"](image))
-    logits = torch.matmul(key, query.transpose(-1, -2)).clamp(-attn.clamp_value, attn.clamp_value)  # (B,h,T,A)
-    logits = logits - logits.amax(dim=-1, keepdim=True)
-    probs = F.dropout(logits.clamp(-attn.clamp_value, attn.clamp_value).softmax(dim=-1), attn.dropout, attn.training)
-    return attn.text["o_proj"](attn._merge(torch.matmul(probs, values)))
-
-
-def _causal_text_layer(layer: Glipv2TextLayer, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[`Glipv2TextLayer`] with a `(B, 1, T, T)` bool self-attention mask instead of its padding-only mask."""
-    batch, length, dim = hidden_states.shape
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.view(batch, length, layer.num_heads, dim // layer.num_heads).transpose(1, 2)
-
-    query, key, value = (heads(layer.self_attn[n](hidden_states)) for n in ("q_proj", "k_proj", "v_proj"))
-    dropout = layer.dropout if layer.training else 0.0
-    attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
-    attn = layer.self_attn["o_proj"](attn.transpose(1, 2).reshape(batch, length, dim))
-    hidden_states = layer.self_attn_layer_norm(hidden_states + F.dropout(attn, layer.dropout, layer.training))
-    ffn = layer.fc2(layer.activation(layer.fc1(hidden_states)))
-    return layer.final_layer_norm(hidden_states + F.dropout(ffn, layer.dropout, layer.training))
-
-
 def encode_image_memory(model: Glipv2Model, pixel_values: torch.Tensor) -> torch.Tensor:
     """Image side of the fusion stack under the seq2seq mask: `(B, num_fusion_layers, A, hidden_size)`.
 
-    Under the seq2seq (VLP / UniLM) mask image positions attend only image positions, so every fusion layer's
-    image input is text-independent: layer l keeps `LN(x_l)` (VLFuse without the text->image delta) and the DyHead
-    block gives `x_{l+1}`. The stacked layer-normed inputs are what the text attends, computed once per image.
+    Image positions attend only image positions, so every fusion layer's image input is text-independent
+    ([`Glipv2DeepFusion.image_side`]): computed once per image, attended by every generation step.
     """
-    levels = model.encode_image(pixel_values)
-    memory = []
-    for layer in model.fusion.layers:
-        flat, sizes = flatten_levels(levels)
-        normed = layer.vl_fuse.vision_layer_norm(flat)
-        memory.append(normed)
-        levels = layer.dyhead(unflatten_levels(normed, sizes))
-    return torch.stack(memory, dim=1)
-
-
-def _caption_fusion_step(
-    layer: nn.Module, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """One fusion layer on the text side: VLFuse's image->text half, then the causal extra text layer."""
-    vl_fuse = layer.vl_fuse
-    text = vl_fuse.text_layer_norm(text)
-    text = text + vl_fuse.text_layer_scale * _text_attends_image(vl_fuse.attn, image, text)
-    return _causal_text_layer(layer.text_layer, text, mask)
+    return model.fusion.image_side(model.encode_image(pixel_values))
 
 
 def causal_text_features(
     model: Glipv2Model, image_memory: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """Text tower under the seq2seq mask: causal text encoder, then every fusion layer's text side attending the
-    image memory with causal extra text layers. Token t never sees tokens > t. Returns `(B, T, D)`."""
+    image memory with causal extra text layers ([`Glipv2DeepFusion.text_side`]). Token t never sees tokens > t.
+    Returns `(B, T, D)`."""
     mask = causal_attention_mask(attention_mask)
     additive = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device)
     additive = additive.masked_fill(~mask, torch.finfo(model.dtype).min)  # 4D masks go to the encoder as-is
-    text = model.encode_text(input_ids, additive)
-    for index, layer in enumerate(model.fusion.layers):
-        image = image_memory[:, index]
-        if getattr(layer, "gradient_checkpointing", False) and layer.training:
-            text = checkpoint(_caption_fusion_step, layer, text, image, mask, use_reentrant=False)
-        else:
-            text = _caption_fusion_step(layer, text, image, mask)
-    return text
+    return model.fusion.text_side(model.encode_text(input_ids, additive), image_memory, mask)
 
 
-class Glipv2ForConditionalGeneration(Glipv2UnderstandingPreTrainedModel, GenerationMixin):
+class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
     """Image captioning: the text tower under a seq2seq mask (causal over text, attending the image), LM head tied
     to the word embeddings (GLIPv2 §3.3; VLP/UniLM seq2seq mask).
 
@@ -147,13 +83,12 @@ class Glipv2ForConditionalGeneration(Glipv2UnderstandingPreTrainedModel, Generat
     """
 
     main_input_name = "input_ids"
-    _tied_weights_keys = {"caption_head.decoder.weight": _WORD_EMBEDDINGS}
-    _keys_to_ignore_on_load_unexpected = _other_heads("caption_head")
+    _tied_weights_keys = {"caption_head.decoder.weight": WORD_EMBEDDINGS}
 
     def __init__(self, config: Glipv2Config) -> None:
         super().__init__(config)
         self.model = Glipv2Model(config)
-        self.caption_head = _lm_head(config)
+        self.caption_head = build_head("caption_head", config)
         self.post_init()
         self._default_generation_settings()
 
@@ -215,7 +150,7 @@ class Glipv2ForConditionalGeneration(Glipv2UnderstandingPreTrainedModel, Generat
         self._check_fusion()
         logits = self.caption_head(causal_text_features(self.model, image_memory, input_ids, attention_mask))
         loss = shifted_lm_loss(logits, labels) if labels is not None else None
-        return _return(Glipv2CaptioningOutput(loss=loss, logits=logits, image_memory=image_memory), return_dict)
+        return return_output(Glipv2CaptioningOutput(loss=loss, logits=logits, image_memory=image_memory), return_dict)
 
     def prepare_inputs_for_generation(
         self,

@@ -3,6 +3,7 @@
 Detection is grounding: class names become a prompt and every anchor scores every token. [`Glipv2ForGrounding`]
 takes any prompt; [`Glipv2ForObjectDetection`] keeps a closed vocabulary (`config.id2label`) whose prompt is
 tokenized once, stored in the config, and whose text features are encoded once per eval session.
+[`Glipv2GroundingMixin`] holds the grounding outputs and losses, shared with the all-heads pre-training class.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from typing import Any
 import torch
 from transformers.utils import ModelOutput
 
+from .box_ops import (
+    Glipv2BoxCoder,
+    continuous_to_inclusive,
+    cxcywh_to_xyxy,
+    generate_anchors,
+    inclusive_to_continuous,
+    xyxy_to_normalized_cxcywh,
+)
 from .configuration_glipv2 import Glipv2Config
-from .grounding import Glipv2BoxCoder, Glipv2GroundingHead, generate_anchors
+from .heads import build_head
 from .loss import DEFAULT_GROUNDING_LOSS_WEIGHTS, Glipv2GroundingLoss
-from .modeling_glipv2 import Glipv2Model, Glipv2PreTrainedModel
-from .post_processing import normalized_cxcywh_to_xyxy, xyxy_to_normalized_cxcywh
+from .modeling_glipv2 import Glipv2Model, Glipv2PreTrainedModel, return_output
 
 
 @dataclass
@@ -51,13 +59,7 @@ class Glipv2GroundingOutput(ModelOutput):
     label_chunks: torch.LongTensor | None = None
 
 
-def _boxes_to_output(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-    """Official inclusive-pixel boxes (x2 = last pixel, "TO_REMOVE = 1") -> normalised continuous cxcywh."""
-    continuous = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device, dtype=boxes.dtype)
-    return xyxy_to_normalized_cxcywh(continuous, image_sizes)
-
-
-def _targets_to_pixels(
+def targets_to_pixels(
     labels: list[dict[str, torch.Tensor]], image_sizes: torch.Tensor
 ) -> list[dict[str, torch.Tensor]]:
     """Normalised continuous cxcywh targets -> inclusive-pixel xyxy boxes in the model's input frame."""
@@ -69,36 +71,26 @@ def _targets_to_pixels(
                 f"got keys {sorted(label)} (Glipv2Processor(..., grounding_targets=...) builds them)."
             )
         height, width = image_sizes[index].tolist()
-        boxes = normalized_cxcywh_to_xyxy(label["boxes"].float())
+        boxes = cxcywh_to_xyxy(label["boxes"].float())
         scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-        pixels = boxes * scale - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
-        targets.append({"boxes": pixels, "positive_map": label["positive_map"]})
+        targets.append({"boxes": continuous_to_inclusive(boxes * scale), "positive_map": label["positive_map"]})
     return targets
 
 
-class Glipv2ForGrounding(Glipv2PreTrainedModel):
-    """GLIP detection / phrase grounding with an open vocabulary: boxes aligned to the words of any prompt.
+class Glipv2GroundingMixin:
+    """Grounding outputs (region-word logits, decoded boxes, centerness) and the ATSS losses on fused features.
 
-    Loss weights are set from the training side (`model.loss_weights`), defaulting to the official ones.
+    For classes holding a `grounding_head`; call [`init_grounding`] in `__init__`. Loss weights are set from the
+    training side (`model.loss_weights`, by loss name), defaulting to the official ones; never by the config.
     """
 
-    # A Glipv2ForPreTraining checkpoint also holds the understanding heads: not an error for this class.
-    _keys_to_ignore_on_load_unexpected = [r"^(vqa|caption|mlm|contrastive)_head\."]
+    config: Glipv2Config
 
-    def __init__(self, config: Glipv2Config) -> None:
-        super().__init__(config)
-        self.model = Glipv2Model(config)
-        self.grounding_head = Glipv2GroundingHead(
-            hidden_size=config.hidden_size,
-            text_hidden_size=config.text_config.hidden_size,
-            num_levels=config.num_feature_levels,
-            prior_prob=config.prior_prob,
-            log_scale_init=config.log_scale_init,
-        )
-        self.box_coder = Glipv2BoxCoder(tuple(config.box_coder_weights))
+    def init_grounding(self) -> None:
+        """The box coder, the (parameter-free) loss module and the default loss weights."""
+        self.box_coder = Glipv2BoxCoder(tuple(self.config.box_coder_weights))
         self.loss_function_grounding = Glipv2GroundingLoss(box_coder=self.box_coder)
         self.loss_weights: dict[str, float] = dict(DEFAULT_GROUNDING_LOSS_WEIGHTS)
-        self.post_init()
 
     def anchors(
         self, spatial_shapes: torch.Tensor | list[tuple[int, int]], device: torch.device | None = None
@@ -115,14 +107,16 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Grounding head + box decoding on fused features.
 
-        Returns `(logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes)`.
+        Returns `(logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes)`; `pred_boxes` are
+        normalised continuous cxcywh (the official inclusive-pixel boxes with `x2 + 1, y2 + 1`).
         """
         logits, box_regression, centerness = self.grounding_head(vision_features, text_features, text_attention_mask)
         shapes = [tuple(f.shape[-2:]) for f in vision_features]
         spatial_shapes = torch.tensor(shapes, device=logits.device)
         # From the Python shapes, not the tensor: no device-to-host read (a graph break under torch.compile).
         anchors = self.anchors(shapes, device=logits.device).to(box_regression.dtype)
-        pred_boxes = _boxes_to_output(self.box_coder.decode(box_regression, anchors), image_sizes)
+        decoded = inclusive_to_continuous(self.box_coder.decode(box_regression, anchors))
+        pred_boxes = xyxy_to_normalized_cxcywh(decoded, image_sizes)
         return logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes
 
     def grounding_loss(
@@ -139,13 +133,27 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
         """Weighted total and the named unweighted parts of the ATSS grounding loss."""
         if len(labels) != logits.shape[0]:
             raise ValueError(f"Got {len(labels)} label dicts for a batch of {logits.shape[0]} images.")
-        targets = _targets_to_pixels(labels, image_sizes)
+        targets = targets_to_pixels(labels, image_sizes)
         per_level = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).tolist()
         parts = self.loss_function_grounding(
             logits, box_regression, centerness, anchors, per_level, text_attention_mask, targets
         )
         total = sum(self.loss_weights.get(name, 1.0) * value for name, value in parts.items())
         return total, parts
+
+
+class Glipv2ForGrounding(Glipv2GroundingMixin, Glipv2PreTrainedModel):
+    """GLIP detection / phrase grounding with an open vocabulary: boxes aligned to the words of any prompt.
+
+    Loss weights are set from the training side (`model.loss_weights`), defaulting to the official ones.
+    """
+
+    def __init__(self, config: Glipv2Config) -> None:
+        super().__init__(config)
+        self.model = Glipv2Model(config)
+        self.grounding_head = build_head("grounding_head", config)
+        self.init_grounding()
+        self.post_init()
 
     def forward(
         self,
@@ -203,7 +211,7 @@ class Glipv2ForGrounding(Glipv2PreTrainedModel):
             input_ids=input_ids,
             text_attention_mask=outputs.text_attention_mask,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return return_output(output, return_dict)
 
 
 def _label_logits(token_logits: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
@@ -352,7 +360,13 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
             image_sizes=outputs.image_sizes,
             label_chunks=prompts["label_chunks"],
         )
-        return output if return_dict is not False else output.to_tuple()
+        return return_output(output, return_dict)
 
 
-__all__ = ["Glipv2ForGrounding", "Glipv2ForObjectDetection", "Glipv2GroundingOutput"]
+__all__ = [
+    "Glipv2ForGrounding",
+    "Glipv2ForObjectDetection",
+    "Glipv2GroundingMixin",
+    "Glipv2GroundingOutput",
+    "targets_to_pixels",
+]

@@ -141,8 +141,8 @@ def _box_dict(box: torch.Tensor) -> dict[str, float]:
     return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
 
 
-class _Glipv2Pipeline(Pipeline):
-    """Shared plumbing: our pipelines need both halves of the processor and do their own batching."""
+class Glipv2Pipeline(Pipeline):
+    """Base of this library's pipelines: they need both halves of the processor and do their own batching."""
 
     _load_processor = True
     _load_image_processor = True
@@ -157,7 +157,7 @@ class _Glipv2Pipeline(Pipeline):
             self.processor = Glipv2Processor(image_processor=self.image_processor, tokenizer=self.tokenizer)
 
 
-class Glipv2OpenVocabularyDetectionPipeline(_Glipv2Pipeline):
+class Glipv2OpenVocabularyDetectionPipeline(Glipv2Pipeline):
     """`pipeline("open-vocabulary-detection", model=...)(image, candidate_labels=[...], threshold=0.3)`.
 
     All candidate labels are encoded in one pass per prompt chunk (see [`detect_labels`]); the output is a list
@@ -254,7 +254,7 @@ def phrase_spans(caption: str, phrases: list[str] | None, spans: list[Span] | No
     return [tuple(span) for span in spans]
 
 
-class Glipv2PhraseGroundingPipeline(_Glipv2Pipeline):
+class Glipv2PhraseGroundingPipeline(Glipv2Pipeline):
     """`pipeline("phrase-grounding", model=...)(image, caption, phrases=None, spans=None, threshold=0.1, top_k=1)`.
 
     Returns, per phrase in caption order, `{"phrase", "span", "boxes": [{"score", "box"}, ...]}` (best first, at
@@ -312,26 +312,12 @@ class Glipv2PhraseGroundingPipeline(_Glipv2Pipeline):
         return grounded
 
 
-def register_pipelines() -> None:
-    """Registers `open-vocabulary-detection` and `phrase-grounding` with transformers' pipeline registry."""
-    from transformers import AutoModelForZeroShotObjectDetection
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    for task, pipeline_class in (
-        ("open-vocabulary-detection", Glipv2OpenVocabularyDetectionPipeline),
-        ("phrase-grounding", Glipv2PhraseGroundingPipeline),
-    ):
-        PIPELINE_REGISTRY.register_pipeline(
-            task, pipeline_class=pipeline_class, pt_model=AutoModelForZeroShotObjectDetection, type="multimodal"
-        )
-
-
 __all__ = [
     "Glipv2OpenVocabularyDetectionPipeline",
     "Glipv2PhraseGroundingPipeline",
+    "Glipv2Pipeline",
     "Glipv2TextCache",
     "detect_labels",
     "find_noun_phrases",
     "phrase_spans",
-    "register_pipelines",
 ]

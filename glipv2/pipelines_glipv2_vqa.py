@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .image_processing_glipv2 import open_image
-from .pipelines_glipv2 import _Glipv2Pipeline
+from .pipelines_glipv2 import Glipv2Pipeline
 from .processing_glipv2 import MAX_TEXT_LENGTH
 
 
@@ -31,7 +31,7 @@ def check_question(question: Any, tokenizer: Any, max_length: int = MAX_TEXT_LEN
     return question
 
 
-class Glipv2VisualQuestionAnsweringPipeline(_Glipv2Pipeline):
+class Glipv2VisualQuestionAnsweringPipeline(Glipv2Pipeline):
     """`pipeline("visual-question-answering", model=...)(image, question, top_k=5)` -> `[{"answer", "score"}]`.
 
     Also accepts `{"image": ..., "question": ...}` dicts (or a list of them) as the first argument.
@@ -65,23 +65,4 @@ class Glipv2VisualQuestionAnsweringPipeline(_Glipv2Pipeline):
         return [{"answer": id2label[i], "score": round(float(s), 4)} for s, i in zip(values, indices.tolist())]
 
 
-def register_vqa_pipeline() -> None:
-    """Registers `visual-question-answering` with transformers' pipeline registry.
-
-    transformers 5 lists the task in `pipelines.REMOVED_TASKS`, and `pipeline()` refuses those names before it looks
-    at the registry; registering a provider for the task takes it off that list (the `vqa` alias stays removed).
-    """
-    from transformers import AutoModelForVisualQuestionAnswering
-    from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
-
-    REMOVED_TASKS.pop("visual-question-answering", None)
-
-    PIPELINE_REGISTRY.register_pipeline(
-        "visual-question-answering",
-        pipeline_class=Glipv2VisualQuestionAnsweringPipeline,
-        pt_model=AutoModelForVisualQuestionAnswering,
-        type="multimodal",
-    )
-
-
-__all__ = ["Glipv2VisualQuestionAnsweringPipeline", "check_question", "register_vqa_pipeline"]
+__all__ = ["Glipv2VisualQuestionAnsweringPipeline", "check_question"]

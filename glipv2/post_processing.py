@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy
 import torch
 
+from .box_ops import box_iou, cxcywh_to_xyxy
+
 try:  # torchvision is optional: the pure-PyTorch ``nms`` below is used without it.
     from torchvision.ops import batched_nms as _torchvision_batched_nms
 except (ImportError, RuntimeError, OSError):  # pragma: no cover - depends on the environment
@@ -25,52 +27,6 @@ except (ImportError, RuntimeError, OSError):  # pragma: no cover - depends on th
 
 # Rows of the IoU matrix computed at once by the fallback NMS (bounds its memory to _NMS_CHUNK x N floats).
 _NMS_CHUNK = 1024
-
-
-def normalized_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """``(..., 4)`` ``(cx, cy, w, h)`` -> ``(..., 4)`` ``(x1, y1, x2, y2)`` in the same units."""
-    centre_x, centre_y, width, height = boxes.unbind(-1)
-    return torch.stack(
-        (centre_x - 0.5 * width, centre_y - 0.5 * height, centre_x + 0.5 * width, centre_y + 0.5 * height), dim=-1
-    )
-
-
-def xyxy_to_normalized_cxcywh(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-    """Absolute ``(x1, y1, x2, y2)`` -> ``(cx, cy, w, h)`` relative to the image size (inverse of the above).
-
-    Args:
-        boxes: ``(B, A, 4)`` (or ``(A, 4)``) xyxy pixels.
-        image_sizes: ``(B, 2)`` (or ``(2,)``) ``(height, width)`` of the unpadded image.
-
-    Returns:
-        Boxes of the shape of ``boxes``, normalised ``(cx, cy, w, h)``.
-    """
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    cxcywh = torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
-    height_width = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)
-    scale = torch.cat((height_width.flip(-1), height_width.flip(-1)), dim=-1)
-    if scale.dim() < boxes.dim():
-        scale = scale.unsqueeze(-2)
-    return cxcywh / scale
-
-
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Plain IoU (no "+1"), as ``torchvision.ops.box_iou``.
-
-    Args:
-        boxes1: ``(N, 4)`` xyxy.
-        boxes2: ``(M, 4)`` xyxy.
-
-    Returns:
-        ``(N, M)`` IoU.
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, None, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1[:, None] + area2 - inter)
 
 
 def _greedy_keep(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -222,7 +178,7 @@ def post_process_grounding(
         raise ValueError(f"positive_maps / target_sizes must have one entry per image ({batch_size})")
     probabilities = logits.float().sigmoid()
     centerness_probabilities = centerness.float().sigmoid()
-    boxes_xyxy = normalized_cxcywh_to_xyxy(pred_boxes.float())
+    boxes_xyxy = cxcywh_to_xyxy(pred_boxes.float())
     results = []
     for index in range(batch_size):
         weights = _label_token_weights(positive_maps[index].to(logits.device), num_tokens, index)
@@ -250,3 +206,6 @@ def post_process_grounding(
             order = order[:max_detections]
         results.append({"scores": scores[order], "boxes": boxes[order], "labels": labels[order]})
     return results
+
+
+__all__ = ["batched_nms", "nms", "post_process_grounding"]

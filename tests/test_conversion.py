@@ -772,7 +772,7 @@ def test_dyhead_block_gradients_match_the_official_dyconv(monkeypatch: pytest.Mo
 
 def test_grounding_head_matches_the_official_dot_product_head() -> None:
     """Converted head parameters in our head vs `VLDyHead.forward`'s dot-product branch, box and centerness convs."""
-    from glipv2.grounding import Glipv2GroundingHead
+    from glipv2.heads import Glipv2GroundingHead
     from scripts.make_glip_key_manifest import head_shapes
 
     channels, text_dim = 16, 12

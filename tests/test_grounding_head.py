@@ -6,13 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glipv2.grounding import (
-    PADDED_TOKEN_LOGIT,
-    Glipv2BoxCoder,
-    Glipv2GroundingHead,
-    Glipv2Scale,
-    generate_anchors,
-)
+from glipv2.box_ops import Glipv2BoxCoder, generate_anchors
+from glipv2.heads import PADDED_TOKEN_LOGIT, Glipv2GroundingHead, Glipv2Scale
 
 
 def test_anchors_two_levels_by_hand() -> None:

@@ -7,14 +7,13 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from glipv2.grounding import Glipv2BoxCoder, generate_anchors
+from glipv2.box_ops import Glipv2BoxCoder, box_iou_legacy, generate_anchors
 from glipv2.loss import (
     DEFAULT_GROUNDING_LOSS_WEIGHTS,
     Glipv2GroundingLoss,
     atss_assign,
     centerness_targets,
     giou_loss,
-    pairwise_iou_legacy,
     token_sigmoid_focal_loss,
 )
 
@@ -30,7 +29,7 @@ def _anchors() -> torch.Tensor:
 
 def test_pairwise_iou_plus_one_by_hand() -> None:
     # [0,0,7,7] has area 8 * 8 = 64 (+1 convention); [4,0,11,7]: intersection 4 * 8 = 32 -> 32 / 96.
-    iou = pairwise_iou_legacy(
+    iou = box_iou_legacy(
         torch.tensor([[0.0, 0.0, 7.0, 7.0]]), torch.tensor([[4.0, 0.0, 11.0, 7.0], [8, 8, 9, 9]])
     )
     torch.testing.assert_close(iou, torch.tensor([[1 / 3, 0.0]]))
@@ -44,7 +43,7 @@ def test_atss_single_gt_by_hand() -> None:
     gt = torch.tensor([[0.0, 0.0, 11.0, 7.0]])
     candidate_ious = torch.tensor([2 / 3, 1 / 4, 3 / 8, 0.0])
     assert 2 / 3 >= candidate_ious.mean() + candidate_ious.std() > 3 / 8
-    torch.testing.assert_close(pairwise_iou_legacy(anchors, gt)[[0, 1, 4, 5], 0], candidate_ious)
+    torch.testing.assert_close(box_iou_legacy(anchors, gt)[[0, 1, 4, 5], 0], candidate_ious)
     assert atss_assign(anchors, NUM_PER_LEVEL, gt, topk=2).tolist() == [0, -1, -1, -1, -1, -1]
 
 

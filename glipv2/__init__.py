@@ -6,6 +6,8 @@ pipelines (`auto_map.PIPELINES`) with transformers' Auto classes and pipeline re
 `trust_remote_code=True` where glipv2 is not installed).
 """
 
+import logging
+
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
@@ -25,8 +27,13 @@ from .modeling_glipv2_zero_shot import (
     build_zero_shot_classifier,
     classify,
 )
-from .pipelines_glipv2 import Glipv2OpenVocabularyDetectionPipeline, Glipv2PhraseGroundingPipeline, detect_labels
-from .pipelines_glipv2_captioning import Glipv2ImageToTextPipeline
+from .pipelines_glipv2 import (
+    Glipv2ObjectDetectionPipeline,
+    Glipv2OpenVocabularyDetectionPipeline,
+    Glipv2PhraseGroundingPipeline,
+    detect_labels,
+)
+from .pipelines_glipv2_captioning import Glipv2ImageCaptioningPipeline
 from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline
 from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 
@@ -47,16 +54,23 @@ for _entry in TASK_CLASSES:
     _auto_class.register(Glipv2Config, _model_class, exist_ok=True)
     _model_class.register_for_auto_class(_entry.auto_class)
 
+# Registering a task transformers already has (object-detection) logs an "Overwriting" warning on every import.
+_pipelines_logger = logging.getLogger("transformers.pipelines.base")
+_level = _pipelines_logger.level
+_pipelines_logger.setLevel(logging.ERROR)
 for _pipeline in PIPELINES:
     # transformers 5 lists some tasks (visual-question-answering) in REMOVED_TASKS and `pipeline()` refuses those
     # names before it looks at the registry: a provider for the task takes it off that list.
+    # A stock task this library serves (object-detection) keeps transformers' default model.
     REMOVED_TASKS.pop(_pipeline.task, None)
     PIPELINE_REGISTRY.register_pipeline(
         _pipeline.task,
         pipeline_class=globals()[_pipeline.name],
         pt_model=getattr(transformers, _pipeline.auto_class),
+        default=PIPELINE_REGISTRY.supported_tasks.get(_pipeline.task, {}).get("default"),
         type=_pipeline.type,
     )
+_pipelines_logger.setLevel(_level)
 
 __all__ = [
     "PRESETS",
@@ -74,9 +88,10 @@ __all__ = [
     "Glipv2ForZeroShotImageClassification",
     "Glipv2GroundingOutput",
     "Glipv2ImageProcessor",
-    "Glipv2ImageToTextPipeline",
+    "Glipv2ImageCaptioningPipeline",
     "Glipv2Model",
     "Glipv2ModelOutput",
+    "Glipv2ObjectDetectionPipeline",
     "Glipv2OpenVocabularyDetectionPipeline",
     "Glipv2PhraseGroundingPipeline",
     "Glipv2PreTrainedModel",

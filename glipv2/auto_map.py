@@ -93,7 +93,7 @@ TASK_CLASSES: tuple[Glipv2TaskClass, ...] = (
         "modeling_glipv2_captioning",
         "AutoModelForImageTextToText",
         ("caption_head",),
-        ("image-text-to-text", "image-to-text"),
+        ("image-text-to-text", "image-captioning"),
     ),
     Glipv2TaskClass(
         "Glipv2ForZeroShotImageClassification",
@@ -112,6 +112,10 @@ PIPELINES: tuple[Glipv2PipelineClass, ...] = (
         "Glipv2OpenVocabularyDetectionPipeline",
         "AutoModelForZeroShotObjectDetection",
     ),
+    # transformers' own task, whose stock code fails on a closed-vocabulary detector saved with its tokenizer
+    Glipv2PipelineClass(
+        "object-detection", "pipelines_glipv2", "Glipv2ObjectDetectionPipeline", "AutoModelForObjectDetection"
+    ),
     Glipv2PipelineClass(
         "phrase-grounding", "pipelines_glipv2", "Glipv2PhraseGroundingPipeline", "AutoModelForZeroShotObjectDetection"
     ),
@@ -122,9 +126,9 @@ PIPELINES: tuple[Glipv2PipelineClass, ...] = (
         "AutoModelForVisualQuestionAnswering",
     ),
     Glipv2PipelineClass(
-        "image-to-text",
+        "image-captioning",
         "pipelines_glipv2_captioning",
-        "Glipv2ImageToTextPipeline",
+        "Glipv2ImageCaptioningPipeline",
         "AutoModelForImageTextToText",
     ),
 )

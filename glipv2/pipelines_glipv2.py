@@ -6,6 +6,8 @@
   with the output format of transformers' `zero-shot-object-detection` pipeline (which runs one pass per label).
 - `phrase-grounding` ([`Glipv2PhraseGroundingPipeline`]): boxes for the phrases of a caption, given as character
   spans, as phrases, or found as noun phrases by spaCy when it and an English model are installed.
+- `object-detection` ([`Glipv2ObjectDetectionPipeline`]): transformers' own pipeline, made to work for a
+  closed-vocabulary [`Glipv2ForObjectDetection`] saved with its tokenizer (every other model runs the stock code).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 from transformers import Pipeline
+from transformers.pipelines.object_detection import ObjectDetectionPipeline
 
 from .image_processing_glipv2 import open_image
 from .post_processing import post_process_grounding
@@ -261,6 +264,12 @@ class Glipv2PhraseGroundingPipeline(Glipv2Pipeline):
     most `top_k`). A phrase is scored by the mean of its tokens' probabilities, as in GLIP.
     """
 
+    def __call__(self, image: Any, caption: str | None = None, **kwargs: Any) -> Any:
+        """`caption` may be given by position or by keyword."""
+        if caption is not None:
+            kwargs["caption"] = caption
+        return super().__call__(image, **kwargs)
+
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
         preprocess = {k: kwargs[k] for k in ("caption", "phrases", "spans") if k in kwargs}
         postprocess = {k: kwargs[k] for k in ("threshold", "top_k") if k in kwargs}
@@ -312,7 +321,31 @@ class Glipv2PhraseGroundingPipeline(Glipv2Pipeline):
         return grounded
 
 
+class Glipv2ObjectDetectionPipeline(ObjectDetectionPipeline):
+    """transformers' `object-detection` pipeline, unchanged for every model but GLIPv2's.
+
+    The stock pipeline treats any model that came with a tokenizer as a LayoutLM-style token classifier (words and
+    boxes from OCR) and fails with `KeyError: 'words'`. A closed-vocabulary GLIPv2 detector keeps its prompt in the
+    config and needs no tokenizer, but its folder usually holds one (`processor.save_pretrained`): for GLIPv2 models
+    the tokenizer is set aside, and their class is accepted without the stock pipeline's "not supported" error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _is_glipv2(self.model):
+            self.tokenizer = None
+
+    def check_model_type(self, supported_models: Any) -> None:
+        if not _is_glipv2(self.model):
+            super().check_model_type(supported_models)
+
+
+def _is_glipv2(model: Any) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == "glipv2"
+
+
 __all__ = [
+    "Glipv2ObjectDetectionPipeline",
     "Glipv2OpenVocabularyDetectionPipeline",
     "Glipv2PhraseGroundingPipeline",
     "Glipv2Pipeline",

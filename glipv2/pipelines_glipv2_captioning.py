@@ -1,7 +1,7 @@
-"""`image-to-text` pipeline for [`Glipv2ForConditionalGeneration`]: captions from images alone (transformers 5 has
-no `image-to-text` pipeline, and its `image-text-to-text` pipeline needs a prompt).
+"""`image-captioning` pipeline for [`Glipv2ForConditionalGeneration`]: captions from images alone. transformers 5's
+`image-text-to-text` pipeline needs a prompt, and it redirects the old task name `image-to-text` there.
 
-`pipeline("image-to-text", model=...)(image)` returns `[{"generated_text": caption}]`; `prompt="a photo of"` starts
+`pipeline("image-captioning", model=...)(image)` returns `[{"generated_text": caption}]`; `prompt="a photo of"` starts
 the caption with given words, and generation options (`max_new_tokens`, `num_beams`, ...) pass to `generate`.
 """
 
@@ -18,8 +18,8 @@ from .processing_glipv2 import preview
 DEFAULT_MAX_NEW_TOKENS = 20
 
 
-class Glipv2ImageToTextPipeline(Glipv2Pipeline):
-    """`pipeline("image-to-text", model=...)(image, prompt=None, max_new_tokens=20)` -> `[{"generated_text"}]`.
+class Glipv2ImageCaptioningPipeline(Glipv2Pipeline):
+    """`pipeline("image-captioning", model=...)(image, prompt=None, max_new_tokens=20)` -> `[{"generated_text"}]`.
 
     Without a prompt the caption starts from [CLS] alone (unconditional captioning); a prompt's words begin it.
     """
@@ -59,4 +59,4 @@ class Glipv2ImageToTextPipeline(Glipv2Pipeline):
         ]
 
 
-__all__ = ["Glipv2ImageToTextPipeline"]
+__all__ = ["Glipv2ImageCaptioningPipeline"]

@@ -16,18 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(REPO, "scripts")]
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from scripts.benchmark import (  # noqa: E402
-    COCO_LABELS,
-    _training_step_fn,
+from tasks.benchmark.measure import (  # noqa: E402
     autocast,
     build_glip,
     coco_prompt,
@@ -35,7 +29,9 @@ from scripts.benchmark import (  # noqa: E402
     model_inputs,
     synchronize,
     training_batch,
+    training_step_fn,
 )
+from tasks.benchmark.settings import COCO_LABELS  # noqa: E402
 
 
 def profile_call(fn, device: torch.device, label: str, rows: int, lines: list[str]) -> None:  # noqa: ANN001
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     height, width = (int(v) for v in args.train_size.split("x"))
     batch = training_batch(tokenizer, args.train_batch, (height, width), device, labels=COCO_LABELS)
-    step = _training_step_fn(model, optimizer, batch, "bf16", device)
+    step = training_step_fn(model, optimizer, batch, "bf16", device)
     profile_call(step, device, f"training step bf16 batch {args.train_batch} {height}x{width}", args.rows, lines)
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n")

@@ -21,22 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Iterator, Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Sequence
 
-_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
-_REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
-sys.path[:] = [path for path in sys.path if os.path.abspath(path or os.curdir) != _SCRIPTS_DIR]
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tasks.common import read_json, write_json  # noqa: E402
-from tasks.pseudo_label import PhraseFinder, box_recovery, pseudo_label, vocabulary_spans  # noqa: E402
+from tasks.pseudo_label import label_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -65,63 +55,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def read_vocabulary(path: str) -> list[str]:
-    """Phrases from a text file (one per line) or a JSON file (a list of strings, or COCO ``categories``)."""
-    if path.endswith(".json"):
-        data = read_json(path, expected=object)
-        phrases = [category["name"] for category in data.get("categories", [])] if isinstance(data, dict) else data
-    else:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Vocabulary file {path} does not exist.")
-        with open(path, encoding="utf-8") as handle:
-            phrases = [line.strip() for line in handle]
-    phrases = [phrase for phrase in phrases if isinstance(phrase, str) and phrase.strip()]
-    if not phrases:
-        raise ValueError(f"{path}: no phrases found (expected one per line, a JSON list or COCO 'categories').")
-    return phrases
-
-
-def phrase_finder(vocabulary: str | None) -> PhraseFinder:
-    """The caption -> spans function: vocabulary matches, or spaCy noun chunks."""
-    if vocabulary:
-        return partial(vocabulary_spans, vocabulary=read_vocabulary(vocabulary))
-    from glipv2.pipelines_glipv2 import find_noun_phrases
-
-    find_noun_phrases("a test caption.")  # fails now, with instructions, if spaCy or its model is missing
-    return find_noun_phrases
-
-
-def samples(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """The (image, caption) pairs to label, with their image id and file name."""
-    if args.captions:
-        from tasks.captioning import load_coco_captions
-
-        dataset = load_coco_captions(args.captions, args.image_dir)
-        for record in dataset:
-            for caption in record["captions"]:
-                yield {
-                    "image": record["image"],
-                    "caption": caption,
-                    "image_id": record["image_id"],
-                    "file_name": record["file_name"],
-                }
-        return
-    from tasks.classification import load_image_text_pairs
-
-    root = os.path.dirname(os.path.abspath(args.pairs))
-    for index, record in enumerate(load_image_text_pairs(args.pairs)):
-        path = getattr(record["image"], "filename", "")  # the decoded file; its name relative to the pairs file
-        file_name = os.path.relpath(path, root) if path else f"{index}.png"
-        yield {"image": record["image"], "caption": record["text"], "image_id": index, "file_name": file_name}
-
-
-def limited(items: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
-    for index, item in enumerate(items):
-        if limit is not None and index >= limit:
-            return
-        yield item
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Label, write, report; a bad input (file, vocabulary, caption) exits with status 2 and one clear message."""
     args = parse_args(argv)
@@ -134,43 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-    import glipv2  # noqa: F401  (registers the Auto classes)
-
-    find = phrase_finder(args.vocabulary)
-    model = AutoModelForZeroShotObjectDetection.from_pretrained(args.teacher).to(args.device).eval()
-    processor = AutoProcessor.from_pretrained(args.teacher)
-    labels = pseudo_label(
-        model,
-        processor,
-        limited(samples(args), args.max_samples),
-        find,
+    label_pairs(
+        args.teacher,
+        args.output,
+        captions=args.captions,
+        image_dir=args.image_dir,
+        pairs=args.pairs,
+        vocabulary=args.vocabulary,
         threshold=args.threshold,
         max_boxes_per_phrase=args.max_boxes_per_phrase,
         batch_size=args.batch_size,
-    )
-    labels["info"]["teacher"] = os.path.abspath(args.teacher)
-    if args.reference:
-        recovery = box_recovery(labels, read_json(args.reference))
-        labels["info"]["recovery_at_iou_0.5"] = recovery
-        logger.info(
-            "recovered %d of %d true boxes (recall %.3f) with %d pseudo boxes (precision %.3f)",
-            recovery["recovered"],
-            recovery["reference_boxes"],
-            recovery["recall"],
-            recovery["pseudo_boxes"],
-            recovery["precision"],
-        )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    write_json(args.output, labels)
-    info = labels["info"]
-    logger.info(
-        "wrote %s: %d captions, %d boxes (%d captions without a phrase)",
-        args.output,
-        info["captions"],
-        info["boxes"],
-        info["captions_without_phrases"],
+        max_samples=args.max_samples,
+        reference=args.reference,
+        device=args.device,
     )
     return 0
 

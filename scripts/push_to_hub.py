@@ -14,17 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
-_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
-_REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
-# `python scripts/push_to_hub.py` puts scripts/ first on sys.path, where scripts/evaluate.py would shadow `evaluate`.
-sys.path[:] = [path for path in sys.path if os.path.abspath(path or os.curdir) != _SCRIPTS_DIR]
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tasks.publish import load_metrics, push_folder, stage_folder  # noqa: E402
+from tasks.publish import load_metrics, publish
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,7 +27,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
     parser.add_argument("--commit_message", default="Upload GLIPv2 model", help="commit message")
-    parser.add_argument("--metrics", nargs="*", default=[], help="metrics JSON files (scripts/evaluate.py output)")
+    parser.add_argument("--metrics", nargs="*", default=[], help="metrics JSON (evaluate_model.py output)")
     parser.add_argument("--license", default="mit", help="Hub license identifier for the model card")
     parser.add_argument("--datasets", nargs="*", default=[], help="Hub dataset ids for the model card")
     parser.add_argument("--base_model", default=None, help="the model this one was fine-tuned from")
@@ -50,27 +42,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(args.model):
         print(f"error: --model {args.model!r} is not a folder", file=sys.stderr)
         return 2
-    metrics = load_metrics(args.metrics)
-    with tempfile.TemporaryDirectory(prefix="glipv2-push-") as staging:
-        files = stage_folder(
-            args.model,
-            staging,
-            metrics,
-            card=not args.no_card,
-            repo_id=args.repo_id,
-            license=args.license,
-            datasets=args.datasets,
-            base_model=args.base_model,
-        )
-        target = f"{args.repo_id}@{args.revision or 'main'}" + (" (private)" if args.private else "")
-        if args.dry_run:
-            print(f"dry run: would upload {len(files)} files to {target}:")
-            for name in files:
-                print(f"  {name} ({os.path.getsize(os.path.join(staging, name))} bytes)")
-            return 0
-        commit = push_folder(staging, args.repo_id, args.private, args.revision, args.commit_message)
-        print(f"uploaded {len(files)} files to {target}: commit {commit.oid}")
-        print(commit.commit_url)
+    files, commit = publish(
+        args.model,
+        args.repo_id,
+        load_metrics(args.metrics),
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        card=not args.no_card,
+        dry_run=args.dry_run,
+        license=args.license,
+        datasets=args.datasets,
+        base_model=args.base_model,
+    )
+    target = f"{args.repo_id}@{args.revision or 'main'}" + (" (private)" if args.private else "")
+    if commit is None:
+        print(f"dry run: would upload {len(files)} files to {target}:")
+        for name, size in files:
+            print(f"  {name} ({size} bytes)")
+        return 0
+    print(f"uploaded {len(files)} files to {target}: commit {commit.oid}")
+    print(commit.commit_url)
     return 0
 
 

@@ -1,9 +1,11 @@
-"""Assembles a training run from a recipe: data sources from the task registry, the model, the trainer, and the
-evaluation and export at the end. Shared by `scripts/train.py`, `scripts/finetune_peft.py` and `scripts/demo.py`."""
+"""Assembles a training run from a [`Recipe`]: each task's data, collator and label routing from its spec, the model,
+the trainer, periodic evaluation and the final save. `scripts/train.py`, `scripts/finetune_peft.py` and the demo
+run training through here; nothing in this module names a task."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -15,14 +17,14 @@ from typing import Any
 from accelerate.utils import set_seed
 
 from tasks.common import SkipReport
+from tasks.peft_utils import count_parameters, prepare_model, save_trained
+from tasks.peft_utils import inference_model as unwrap
+from tasks.recipe import DataRecipe, Recipe, TaskRecipe, build_model, build_processor, model_class_for
 from tasks.registry import get_task
-from tasks.trainer import MultitaskTrainer, TaskSource, TrainConfig, summary_table
-from tasks.vqa import build_answer_vocab
+from tasks.spec import DataFiles, TaskData
+from tasks.trainer import MultitaskTrainer, TaskSource, summary_table
 
 logger = logging.getLogger(__name__)
-
-# Tasks whose loss the grounding model computes on its own; any other task needs the all-heads model.
-GROUNDING_TASKS = ("detection", "grounding")
 
 
 @dataclass
@@ -32,150 +34,180 @@ class Run:
     trainer: MultitaskTrainer
     model: Any
     processor: Any
-    config: TrainConfig
-    recipe: dict[str, Any]
-    data: dict[str, Any]
+    recipe: Recipe
+    data: dict[str, TaskData]
     skipped: dict[str, SkipReport] = field(default_factory=dict)  # invalid training records per task
 
+    @property
+    def output_dir(self) -> str:
+        return self.trainer.config.output_dir
 
-def ensure_data(data_recipe: dict[str, Any]) -> str:
+
+def ensure_data(data: DataRecipe) -> str | None:
     """The data folder; generated with `tasks.synthetic` when the recipe asks for it and it is not there yet."""
-    data_dir = data_recipe["dir"]
-    generate = data_recipe.get("generate")
-    if generate and not os.path.isfile(os.path.join(data_dir, "annotations", "instances_train.json")):
+    if (
+        data.dir
+        and data.generate
+        and not os.path.isfile(os.path.join(data.dir, "annotations", "instances_train.json"))
+    ):
         from tasks.synthetic import generate_synthetic_multitask
 
-        generate_synthetic_multitask(data_dir, **generate)
-    return data_dir
+        generate_synthetic_multitask(data.dir, **data.generate)
+    return data.dir
 
 
-def model_class_for(task_names: list[str]) -> type:
-    """`Glipv2ForGrounding` for detection/grounding alone, else `Glipv2ForPreTraining` (every head)."""
-    import glipv2
+def task_files(recipe: Recipe, task: TaskRecipe, split: str) -> DataFiles:
+    """A task's files for `split`: the data folder's layout, replaced by the entry's `files` (training split) or
+    `eval_files` (other splits)."""
+    spec = get_task(task.name)
+    is_train = split == recipe.data.train_split
+    explicit = task.files if is_train else task.eval_files
+    key = "files" if is_train else "eval_files"
+    base = spec.default_files(recipe.data.dir, split) if recipe.data.dir else None
+    if explicit:
+        allowed = DataFiles.field_names()
+        unknown = sorted(set(explicit) - set(allowed))
+        if unknown:
+            raise ValueError(f"tasks[{task.name}].{key}: unknown keys {unknown}; expected some of {allowed}.")
+        if base is not None:
+            return dataclasses.replace(base, **explicit)
+        missing = [name for name in ("image_dir", "annotation_file") if name not in explicit]
+        if missing:
+            raise ValueError(f"tasks[{task.name}].{key}: missing {missing} (and no data.dir to take them from).")
+        return DataFiles(**explicit)
+    if base is None:
+        raise ValueError(f"tasks[{task.name}]: no data for split {split!r}: set data.dir or tasks[{task.name}].{key}.")
+    return base
 
-    if all(name in GROUNDING_TASKS for name in task_names):
-        return glipv2.Glipv2ForGrounding
-    return glipv2.Glipv2ForPreTraining
 
+def load_task_data(recipe: Recipe, split: str, reports: dict[str, SkipReport] | None = None) -> dict[str, TaskData]:
+    """Each task's `TaskData` for `split` through its spec's loader (`data.max_samples` records at most).
 
-def load_task_data(recipe: dict[str, Any], split: str, reports: dict[str, SkipReport] | None = None) -> dict[str, Any]:
-    """Each task's `TaskData` for `split`, read through the registry's loaders.
-
-    A task entry may replace its training files with `files: {annotation_file, image_dir, questions_file,
-    image_name_format}` (e.g. a grounding task trained on `scripts/pseudo_label.py` output); evaluation splits keep
-    the data folder's layout. `data.skip_invalid: true` skips malformed records instead of raising, counted per task
-    in `reports` (and in the run's summary); `data.verify_images: true` decodes every image up front.
+    `data.skip_invalid` skips malformed records instead of raising, counted per task in `reports` (and in the run's
+    summary); `data.verify_images` decodes every image up front.
     """
-    data_dir = ensure_data(recipe["data"])
-    limit = recipe["data"].get("max_samples")
-    options = {
-        "skip_invalid": bool(recipe["data"].get("skip_invalid", False)),
-        "verify_images": bool(recipe["data"].get("verify_images", False)),
-    }
-    train_split = recipe["data"].get("train_split", "train")
+    ensure_data(recipe.data)
+    options = {"skip_invalid": recipe.data.skip_invalid, "verify_images": recipe.data.verify_images}
     out = {}
-    for task in recipe["tasks"]:
-        name = task["name"] if isinstance(task, dict) else task
-        spec = get_task(name)
-        files = spec.default_files(data_dir, split)
-        overrides = task.get("files") if isinstance(task, dict) and split == train_split else None
-        if overrides:
-            known = {entry.name for entry in dataclasses.fields(files)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"tasks[{name}].files: unknown keys {unknown}; expected some of {sorted(known)}.")
-            files = dataclasses.replace(files, **overrides)
+    for task in recipe.tasks:
         report = SkipReport()
-        out[name] = spec.load(files, limit, report=report, **options)
+        out[task.name] = get_task(task.name).load(
+            task_files(recipe, task, split), recipe.data.max_samples, report=report, **options
+        )
         if reports is not None:
-            reports[name] = report
+            reports[task.name] = report
     return out
 
 
-def build_sources(
-    train_data: dict[str, Any], processor: Any, seed: int, answer_vocab: list[str] | None, data_recipe: dict
-) -> dict:
-    """Training collators (augmentation on) around each task's records.
+def load_eval_data(recipe: Recipe) -> dict[str, TaskData]:
+    """Each task's `data.eval_split` records (its `eval_files` where given), `data.eval_max_samples` at most."""
+    eval_data = dataclasses.replace(recipe.data, max_samples=recipe.data.eval_max_samples)
+    return load_task_data(dataclasses.replace(recipe, data=eval_data), recipe.data.eval_split)
 
-    `data.train_min_sizes` / `data.train_max_size` set GLIP's multi-scale training resize (official: shortest side
-    480-800, longest 1333); small synthetic images use sizes around their own. `data.train_pad_size` pads every
-    batch to one square size, so that batch composition (and the number of processes) cannot change results.
-    """
+
+def augmentation(data: DataRecipe) -> dict[str, Any]:
+    """The training collators' resize options: GLIP's multi-scale training resize (official: shortest side 480-800,
+    longest 1333; small synthetic images use sizes around their own) and one padded size for every batch, so that
+    batch composition (and the number of processes) cannot change results."""
+    options: dict[str, Any] = {}
+    if data.train_min_sizes:
+        options.update(min_sizes=tuple(data.train_min_sizes), max_size=data.train_max_size)
+    if data.train_pad_size:
+        options["pad_size"] = int(data.train_pad_size)
+    return options
+
+
+def build_sources(recipe: Recipe, train_data: dict[str, TaskData], processor: Any, seed: int) -> dict[str, TaskSource]:
+    """Each task's training collator (augmentation on, its own options) around its records."""
     sources = {}
-    scales = {}
-    if "train_min_sizes" in data_recipe:
-        scales = {"min_sizes": tuple(data_recipe["train_min_sizes"]), "max_size": data_recipe.get("train_max_size")}
-    if data_recipe.get("train_pad_size"):
-        scales["pad_size"] = int(data_recipe["train_pad_size"])
-    for name, data in train_data.items():
-        spec = get_task(name)
-        kwargs: dict[str, Any] = {"train": True, "seed": seed, **scales}
-        if name == "detection":
-            kwargs["categories"] = data.categories
-            if "num_negatives" in data_recipe:  # official: up to 85 sampled absent classes per prompt
-                kwargs["num_negatives"] = int(data_recipe["num_negatives"])
-        if name == "vqa":
-            kwargs["answer_vocab"] = answer_vocab
-        sources[name] = TaskSource(dataset=data.dataset, collator=spec.collator(processor, **kwargs))
+    for task in recipe.tasks:
+        spec = get_task(task.name)
+        spec.check_options(task.options, f"tasks[{task.name}].options")
+        data = train_data[task.name]
+        collator = spec.make_collator(
+            processor, data, train=True, seed=seed, **augmentation(recipe.data), **task.options
+        )
+        sources[task.name] = TaskSource(dataset=data.dataset, collator=collator)
     return sources
 
 
-def build_training(
-    recipe: dict[str, Any],
-    build_processor: Callable[[dict], Any],
-    build_model: Callable[[dict, type, dict], Any],
-    config: TrainConfig,
-) -> Run:
-    """Data, processor, model (answer vocabulary in `config.id2label` when VQA is trained) and the trainer."""
+def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
+    """Forward one task's batch and return `(loss, named parts)`. A model whose `forward` takes the task's
+    `label_argument` (the all-heads class: `vqa_labels`, `caption_labels`, ...) gets the collator's `labels` there;
+    a task class takes them as `labels`. PEFT and DDP wrappers pass the arguments through."""
+    argument = get_task(task).label_argument
+    if argument != "labels" and "labels" in batch and argument in inspect.signature(unwrap(model).forward).parameters:
+        batch = dict(batch)
+        batch[argument] = batch.pop("labels")
+    outputs = model(**batch)
+    return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
+
+
+def build_training(recipe: Recipe) -> Run:
+    """Data, processor, model (with the config entries the training data sets, e.g. VQA's answers; PEFT when the
+    recipe has a `peft` section) and the trainer (with periodic evaluation when `train.eval_every` is set)."""
     skipped: dict[str, SkipReport] = {}
-    train_data = load_task_data(recipe, recipe["data"].get("train_split", "train"), skipped)
-    answer_vocab = None
-    extra_config: dict[str, Any] = {}
-    if "vqa" in train_data:
-        answer_vocab = build_answer_vocab(train_data["vqa"].dataset)
-        extra_config["id2label"] = dict(enumerate(answer_vocab))
-    processor = build_processor(recipe["model"])
-    set_seed(config.seed)  # the same initial weights whatever ran before (e.g. data generation)
-    model = build_model(recipe["model"], model_class_for(list(train_data)), extra_config)
-    if hasattr(model, "loss_weights") and config.loss_weights:
-        model.loss_weights.update(config.loss_weights)
-    sources = build_sources(train_data, processor, config.seed, answer_vocab, recipe["data"])
-    trainer = MultitaskTrainer(model, sources, config, task_loss=task_loss)
-    if config.eval_every:
+    train_data = load_task_data(recipe, recipe.data.train_split, skipped)
+    config_overrides: dict[str, Any] = {}
+    for name, data in train_data.items():
+        config_overrides.update(get_task(name).model_config(data))
+    processor = build_processor(recipe.model)
+    set_seed(recipe.train.seed)  # the same initial weights whatever ran before (e.g. data generation)
+    model = build_model(recipe, model_class_for(recipe.task_names), config_overrides)
+    if recipe.train.loss_weights and hasattr(model, "loss_weights"):
+        model.loss_weights.update(recipe.train.loss_weights)
+    if recipe.peft is not None:
+        heads = sorted({get_task(name).head for name in recipe.task_names})
+        model = prepare_model(model, recipe.peft, heads)
+        trainable, total = count_parameters(model)
+        if int(os.environ.get("RANK", "0")) == 0:  # the Accelerator does not exist yet: one line per run
+            share = 100 * trainable / total
+            print(f"{recipe.peft.method}: trainable parameters {trainable:,} of {total:,} ({share:.3f}%)")
+    sources = build_sources(recipe, train_data, processor, recipe.train.seed)
+    trainer = MultitaskTrainer(model, sources, recipe.train_config(), task_loss=task_loss)
+    if recipe.train.eval_every:
         trainer.evaluate = build_evaluator(recipe, processor, trainer.accelerator)
-    return Run(trainer, model, processor, config, recipe, train_data, skipped)
+    return Run(trainer, model, processor, recipe, train_data, skipped)
 
 
-def build_evaluator(
-    recipe: dict[str, Any], processor: Any, accelerator: Any
-) -> Callable[[Any, int], dict[str, float]]:
-    """The periodic evaluation of `train.eval_every`: every trained task's metrics on `data.eval_split` (default
-    `val`; the first `data.eval_max_samples` records), with the data read once.
+def task_model(model: Any, task: str, device: Any, state: dict | None = None) -> Any:
+    """`model`'s weights in the task's own class (the all-heads model evaluates each task as its class would);
+    `model` itself when it already is of that class. `state` reuses a state dict across tasks."""
+    model = unwrap(model)
+    task_class = get_task(task).model_class()
+    if type(model) is task_class:
+        return model
+    converted = task_class(model.config).to(device)
+    missing = converted.load_state_dict(state if state is not None else model.state_dict(), strict=False).missing_keys
+    if missing:
+        raise ValueError(f"{type(model).__name__} lacks weights {missing[:5]} needed to evaluate {task}.")
+    return converted
 
-    Each task is scored by its own model class (`Glipv2ForGrounding`, `Glipv2ForQuestionAnswering`, ...) holding the
-    current weights, exactly as `scripts/evaluate.py` scores a saved checkpoint. Call on every process; the metrics
-    (`"<task>/<metric>"`) come back on the main process, `{}` elsewhere.
-    """
-    data_recipe = {**recipe["data"], "max_samples": recipe["data"].get("eval_max_samples")}
-    data = load_task_data({**recipe, "data": data_recipe}, recipe["data"].get("eval_split", "val"))
-    batch_size = int(recipe["data"].get("eval_batch_size", 8))
+
+def evaluate_tasks(
+    recipe: Recipe, model: Any, processor: Any, accelerator: Any, data: dict[str, TaskData]
+) -> dict[str, dict[str, float]]:
+    """Every task's metrics (main process; `{}` elsewhere), each task scored by its own class holding `model`'s
+    weights, exactly as `scripts/evaluate_model.py` scores a saved checkpoint."""
+    metrics: dict[str, dict[str, float]] = {}
+    base = unwrap(model)
+    state = base.state_dict()
+    for name, task_data in data.items():
+        scored = task_model(base, name, accelerator.device, state)
+        result = get_task(name).evaluate(accelerator, scored, processor, task_data, recipe.data.eval_batch_size)
+        if result is not None:
+            metrics[name] = {key: float(value) for key, value in result[0].items()}
+    return metrics
+
+
+def build_evaluator(recipe: Recipe, processor: Any, accelerator: Any) -> Callable[[Any, int], dict[str, float]]:
+    """The periodic evaluation of `train.eval_every`: every task on `data.eval_split` (the first
+    `data.eval_max_samples` records), the data read once. Metrics come back as `"<task>/<metric>"`."""
+    data = load_eval_data(recipe)
 
     def evaluate(model: Any, step: int) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        state = None
-        for name, task_data in data.items():
-            spec = get_task(name)
-            task_class = spec.model_class()
-            task_model = model
-            if type(model) is not task_class:  # e.g. the all-heads model: same weights in the task's class
-                state = model.state_dict() if state is None else state
-                task_model = task_class(model.config).to(accelerator.device)
-                missing = task_model.load_state_dict(state, strict=False).missing_keys
-                if missing:
-                    raise ValueError(f"{type(model).__name__} lacks weights {missing[:5]} needed to evaluate {name}.")
-            result = spec.evaluate(accelerator, task_model, processor, task_data, batch_size)
-            if result is not None:
-                metrics.update({f"{name}/{key}": float(value) for key, value in result[0].items()})
+        results = evaluate_tasks(recipe, model, processor, accelerator, data)
+        metrics = {f"{task}/{key}": value for task, values in results.items() for key, value in values.items()}
         if metrics:
             logger.info("step %d evaluation: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
@@ -183,62 +215,56 @@ def build_evaluator(
     return evaluate
 
 
-# The all-heads model names each task's labels (the collators all call them `labels`).
-PRETRAINING_LABEL_NAMES = {"vqa": "vqa_labels", "captioning": "caption_labels"}
-
-
-def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
-    """Forward one task's batch; for `Glipv2ForPreTraining` its labels go to the task's own argument."""
-    if type(_unwrap(model)).__name__ == "Glipv2ForPreTraining" and task in PRETRAINING_LABEL_NAMES:
-        batch = dict(batch)
-        batch[PRETRAINING_LABEL_NAMES[task]] = batch.pop("labels")
-    outputs = model(**batch)
-    return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
-
-
-def _unwrap(model: Any) -> Any:
-    """The model under DDP (`.module`) and PEFT (`.get_base_model()`) wrappers."""
-    model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+def save_model(run: Run, folder: str) -> None:
+    """The trained model (or, for a PEFT run, what its method saves), the processor and the recipe, written whole
+    to a temporary folder and renamed: a killed save never leaves a half-written `folder`."""
+    model = run.trainer.accelerator.unwrap_model(run.trainer.model)
+    if run.trainer.ema is not None:
+        model.load_state_dict(run.trainer.ema.module.state_dict())
+    temporary = folder + ".tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    save_trained(model, temporary, run.recipe.peft.method if run.recipe.peft else "full")
+    run.processor.save_pretrained(temporary)
+    with open(os.path.join(temporary, "training_recipe.json"), "w", encoding="utf-8") as handle:
+        json.dump(run.recipe.to_dict(), handle, indent=2)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(temporary, folder)
 
 
 def finish_training(run: Run, history: list[dict[str, float]]) -> str:
-    """Saves `<output_dir>/final` (weights, config, processor) and `train_summary.md`; returns the summary."""
+    """Saves `<output_dir>/final` ([`save_model`]), `train_summary.md` and `train_history.json`; returns the
+    summary."""
     accelerator = run.trainer.accelerator
     accelerator.wait_for_everyone()
     summary = summary_table(history)
-    skipped = run.trainer.nonfinite_total
-    summary += f"\n\nSteps skipped for a NaN/inf loss or gradient: {skipped}"
+    summary += f"\n\nSteps skipped for a NaN/inf loss or gradient: {run.trainer.nonfinite_total}"
     for task, report in run.skipped.items():
         if report.total:
             reasons = ", ".join(f"{field_name}: {count}" for field_name, count in sorted(report.counts.items()))
             summary += f"\nInvalid {task} records skipped (data.skip_invalid): {report.total} ({reasons})"
     if accelerator.is_main_process:
-        final = os.path.join(run.config.output_dir, "final")
-        temporary = final + ".tmp"  # written whole, then renamed: a killed save never leaves a half-written final/
-        shutil.rmtree(temporary, ignore_errors=True)
-        model = accelerator.unwrap_model(run.trainer.model)
-        if run.trainer.ema is not None:
-            model.load_state_dict(run.trainer.ema.module.state_dict())
-        model.save_pretrained(temporary)
-        run.processor.save_pretrained(temporary)
-        with open(os.path.join(temporary, "training_recipe.json"), "w") as handle:
-            json.dump(run.recipe, handle, indent=2)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        with open(os.path.join(run.config.output_dir, "train_summary.md"), "w") as handle:
+        save_model(run, os.path.join(run.output_dir, "final"))
+        with open(os.path.join(run.output_dir, "train_summary.md"), "w", encoding="utf-8") as handle:
             handle.write(summary + "\n")
+        with open(os.path.join(run.output_dir, "train_history.json"), "w", encoding="utf-8") as handle:
+            json.dump(history, handle)
     accelerator.wait_for_everyone()
     return summary
 
 
 __all__ = [
     "Run",
+    "augmentation",
     "build_evaluator",
+    "build_sources",
     "build_training",
     "ensure_data",
+    "evaluate_tasks",
     "finish_training",
+    "load_eval_data",
     "load_task_data",
-    "model_class_for",
+    "save_model",
+    "task_files",
     "task_loss",
+    "task_model",
 ]

@@ -6,41 +6,31 @@
 - Prompt tuning: [`Glipv2PromptTuning`], a learned `(max_text_length, text_hidden_size)` table added per position to
   the text embeddings (zero init, everything else frozen), saved as safetensors + a small JSON config
   ([`save_prompt_tuning`], [`load_prompt_tuning`]) and foldable into the position embeddings ([`merge_prompt_tuning`]).
-- [`generate_shifted_shapes`]: a domain-shifted synthetic detection set (colours and shapes the demo never saw), in the
-  `tasks.synthetic` layout, to show that fine-tuning helps.
+- [`save_trained`] / [`merge_trained`]: what each method saves, and a plain checkpoint folded from an adapter.
+
+A recipe's `peft` section selects the method (`tasks.recipe.PeftRecipe`); the task's spec names the head it trains.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 from collections import Counter
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 from torch import nn
 
-from tasks.collators import DetectionCollator, load_rgb, xywh_to_xyxy
 from tasks.common import write_json
-from tasks.synthetic.scenes import SceneObject, describe, pair_name, sample_scene
-from tasks.transforms import clean_category_name
+from tasks.recipe import PEFT_METHODS, PeftRecipe
 
-METHODS = ("lora", "prompt", "linear-probe", "full")
 # Full-match regex (PEFT's `target_modules` string form): VLFuse attention projections, the fusion text layer's
 # self-attention, and the text encoder's (BERT) self-attention.
 DEFAULT_LORA_TARGETS = (
     r".*\.(attn\.(vision|text)|self_attn)\.(q_proj|k_proj|v_proj|o_proj)"
     r"|.*\.text_model\.encoder\.layer\.\d+\.attention\.self\.(query|key|value)"
 )
-TASK_HEADS = {
-    "detection": "grounding_head",
-    "grounding": "grounding_head",
-    "vqa": "vqa_head",
-    "captioning": "caption_head",
-}
 PROMPT_WEIGHTS_NAME = "prompt_tuning.safetensors"
 PROMPT_CONFIG_NAME = "prompt_tuning_config.json"
 PROMPT_ATTRIBUTE = "prompt_tuning"
@@ -59,38 +49,42 @@ def _is_head_parameter(name: str) -> bool:
     return any(part.endswith("_head") for part in name.split(".")[:-1])
 
 
-def prepare_model(
-    model: nn.Module,
-    method: str,
-    task: str = "detection",
-    target_modules: str | list[str] | None = None,
-    lora_r: int = 8,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.0,
-) -> nn.Module:
-    """`model` set up for `method`: a `PeftModel` for `lora`; for the others the same model with only the intended
-    parameters trainable (`prompt`: a table attached, see [`attach_prompt_tuning`]; `linear-probe`: `*_head.*`)."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
-    if method == "lora":
-        return apply_lora(model, target_modules, lora_r, lora_alpha, lora_dropout, [task_head(task)])
-    model.requires_grad_(method == "full")
-    if method == "linear-probe":
-        heads = [name for name, parameter in model.named_parameters() if _is_head_parameter(name)]
-        if not heads:
+def prepare_model(model: nn.Module, peft: PeftRecipe, heads: list[str]) -> nn.Module:
+    """`model` set up for `peft.method`: a `PeftModel` for `lora` (adapters on `peft.target_modules`, the trained
+    tasks' `heads` in `modules_to_save`); for the others the same model with only the intended parameters trainable
+    (`prompt`: a table attached, see [`attach_prompt_tuning`]; `linear-probe`: `*_head.*`; `full`: everything)."""
+    if peft.method not in PEFT_METHODS:
+        raise ValueError(f"Unknown method {peft.method!r}; choose one of {PEFT_METHODS}.")
+    if peft.method == "lora":
+        return apply_lora(model, peft.target_modules, peft.lora_r, peft.lora_alpha, peft.lora_dropout, heads)
+    model.requires_grad_(peft.method == "full")
+    if peft.method == "linear-probe":
+        if not any(_is_head_parameter(name) for name, _ in model.named_parameters()):
             raise ValueError(f"{type(model).__name__} has no `*_head` module to probe.")
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(_is_head_parameter(name))
-    elif method == "prompt":
+    elif peft.method == "prompt":
         attach_prompt_tuning(model)
     return model
 
 
-def task_head(task: str) -> str:
-    """The head module a task trains (`grounding_head` for detection and grounding)."""
-    if task not in TASK_HEADS:
-        raise ValueError(f"Unknown task {task!r}; known: {sorted(TASK_HEADS)}.")
-    return TASK_HEADS[task]
+def save_trained(model: nn.Module, folder: str | os.PathLike, method: str = "full") -> None:
+    """What a fine-tuning method saves: the adapter (`lora`: `adapter_model.safetensors` + `adapter_config.json`),
+    the prompt table (`prompt`, [`save_prompt_tuning`]) or the whole model (`linear-probe`, `full`)."""
+    if method == "prompt":
+        save_prompt_tuning(model, folder)
+    else:
+        model.save_pretrained(folder)
+
+
+def merge_trained(model: nn.Module, method: str) -> nn.Module:
+    """A plain model with the method's weights folded in (`lora`: PEFT's `merge_and_unload`; `prompt`:
+    [`merge_prompt_tuning`]); `linear-probe` and `full` models are returned as they are."""
+    if method == "lora":
+        return model.merge_and_unload()
+    if method == "prompt":
+        return merge_prompt_tuning(model)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------------ LoRA
@@ -163,68 +157,17 @@ def apply_lora(
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
-        modules_to_save=modules_to_save or ["grounding_head"],
+        modules_to_save=list(modules_to_save or []),
     )
     return get_peft_model(model, config)
 
 
 def inference_model(model: nn.Module) -> nn.Module:
-    """The model that pipelines and `tasks.evaluation` call: a `PeftModel`'s base model (adapters live, unmerged),
-    else `model` itself (a prompt-tuning table is already hooked in)."""
+    """The model under DDP (`.module`) and PEFT wrappers: a `PeftModel`'s base model (adapters live, unmerged), else
+    `model` itself (a prompt-tuning table is already hooked in). Pipelines and evaluation call this one."""
     model = getattr(model, "module", model)  # DDP
     get_base_model = getattr(model, "get_base_model", None)
     return get_base_model() if callable(get_base_model) and hasattr(model, "peft_config") else model
-
-
-def peft_task_loss(model: nn.Module, task: str, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
-    """`tasks.multitask.task_loss` through a PEFT wrapper: the all-heads model is told which task a batch is."""
-    if type(inference_model(model)).__name__ == "Glipv2ForPreTraining":
-        outputs = model(task=task, **batch)
-    else:
-        outputs = model(**batch)
-    return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
-
-
-# ------------------------------------------------------------------------------------------------- fixed prompts
-class FixedPromptDetectionCollator(DetectionCollator):
-    """Detection training with the evaluation prompt: every image gets all categories, in dataset order, joined as
-    `detect_labels` joins them (GLIP's `DATASETS.DISABLE_SHUFFLE` for fine-tuning). A per-position prompt table then
-    sees each class at the same token positions in training and evaluation. When the categories need several
-    256-token chunks, images fall back to the sampled, shuffled prompts of [`DetectionCollator`] (never truncated).
-    """
-
-    def __init__(self, processor: Any, categories: Any, **kwargs: Any) -> None:
-        super().__init__(processor, categories, **kwargs)
-        names = [clean_category_name(name) for name in self.categories.values()]
-        prompts = processor.build_prompts(names, max_length=self.max_length)
-        self.prompt = prompts[0] if len(prompts) == 1 else None
-        self.spans = dict(zip(self.categories, self.prompt.label_spans)) if self.prompt else {}
-
-    def example(self, record: Any) -> tuple[Image.Image, str, dict[str, Any]]:
-        """One record -> (augmented image, the fixed prompt, grounding target in that image's pixels)."""
-        if self.prompt is None:
-            return super().example(record)
-        objects = record["objects"]
-        crowd = objects.get("iscrowd") or [0] * len(objects["bbox"])
-        kept = [index for index, is_crowd in enumerate(crowd) if not is_crowd]
-        self.stats["crowd_boxes"] += len(crowd) - len(kept)
-        boxes = xywh_to_xyxy([objects["bbox"][index] for index in kept])
-        spans = [[list(self.spans[int(objects["category_id"][index])])] for index in kept]
-        image, boxes, _, _ = self.augment(load_rgb(record["image"]), boxes, None, (), self.record_rng(record))
-        return image, self.prompt.text, {"boxes": boxes, "spans": spans}
-
-
-def fixed_prompt_source(task_data: Any, processor: Any, seed: int, data_recipe: dict[str, Any]) -> Any:
-    """A detection `TaskSource` with [`FixedPromptDetectionCollator`] (scales as `tasks.multitask.build_sources`)."""
-    from tasks.trainer import TaskSource
-
-    kwargs: dict[str, Any] = {"train": True, "seed": seed}
-    if "train_min_sizes" in data_recipe:
-        kwargs.update(min_sizes=tuple(data_recipe["train_min_sizes"]), max_size=data_recipe.get("train_max_size"))
-    if data_recipe.get("train_pad_size"):
-        kwargs["pad_size"] = int(data_recipe["train_pad_size"])
-    collator = FixedPromptDetectionCollator(processor, task_data.categories, **kwargs)
-    return TaskSource(dataset=task_data.dataset, collator=collator)
 
 
 # --------------------------------------------------------------------------------------------------- prompt tuning
@@ -354,96 +297,8 @@ def load_prompt_tuning(model: nn.Module, directory: str | os.PathLike) -> Glipv2
     return prompt
 
 
-# ------------------------------------------------------------------------------------------ domain-shifted shapes
-SHIFTED_COLORS: dict[str, tuple[int, int, int]] = {
-    "pink": (250, 120, 190),
-    "cyan": (20, 200, 215),
-    "brown": (135, 80, 35),
-}
-SHIFTED_SHAPES: tuple[str, ...] = ("diamond", "cross", "ring")
-SHIFTED_PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in SHIFTED_COLORS for s in SHIFTED_SHAPES)
-SHIFTED_CATEGORIES = [{"id": i + 1, "name": pair_name(p), "supercategory": p[1]} for i, p in enumerate(SHIFTED_PAIRS)]
-
-
-def draw_shifted_scene(objects: list[SceneObject], image_size: int, background: tuple[int, int, int]) -> Image.Image:
-    """Renders diamonds, crosses and rings filling their boxes (pixels `x0..x1-1`, `y0..y1-1`)."""
-    image = Image.new("RGB", (image_size, image_size), background)
-    draw = ImageDraw.Draw(image)
-    for obj in objects:
-        x0, y0, x1, y1 = obj.box
-        right, bottom = x1 - 1, y1 - 1
-        fill = SHIFTED_COLORS[obj.color]
-        cx, cy, third = (x0 + right) / 2, (y0 + bottom) / 2, (x1 - x0) / 6
-        if obj.shape == "diamond":
-            draw.polygon([(cx, y0), (right, cy), (cx, bottom), (x0, cy)], fill=fill)
-        elif obj.shape == "cross":
-            draw.rectangle((cx - third, y0, cx + third, bottom), fill=fill)
-            draw.rectangle((x0, cy - third, right, cy + third), fill=fill)
-        else:
-            draw.ellipse((x0, y0, right, bottom), outline=fill, width=max(2, (x1 - x0) // 6))
-    return image
-
-
-def generate_shifted_shapes(
-    output_dir: str | os.PathLike,
-    seed: int = 0,
-    num_train: int = 400,
-    num_val: int = 100,
-    image_size: int = 128,
-    max_objects: int = 4,
-) -> dict[str, Any]:
-    """A detection + grounding set of pink/cyan/brown diamonds, crosses and rings on a darker background (none of
-    them in `tasks.synthetic`), written in its layout: `images/<split>/`, `annotations/instances_<split>.json`,
-    `annotations/grounding_<split>.json` for splits `train` and `val`. Deterministic in `seed`."""
-    rng = random.Random(seed)
-    background = (200, 205, 190)
-    os.makedirs(os.path.join(output_dir, "annotations"), exist_ok=True)
-    category_ids = {category["name"]: category["id"] for category in SHIFTED_CATEGORIES}
-    next_id, counts = 1, Counter()
-    for split, count in (("train", num_train), ("val", num_val)):
-        os.makedirs(os.path.join(output_dir, "images", split), exist_ok=True)
-        images, annotations, grounding_images = [], [], []
-        for image_id in range(next_id, next_id + count):
-            objects = sample_scene(rng, list(SHIFTED_PAIRS), image_size, max_objects)
-            name = f"{image_id:06d}.png"
-            draw_shifted_scene(objects, image_size, background).save(os.path.join(output_dir, "images", split, name))
-            image = {"id": image_id, "file_name": name, "width": image_size, "height": image_size}
-            caption, spans = describe(objects)
-            images.append(image)
-            grounding_images.append({**image, "caption": caption, "dataset_name": "shifted_shapes"})
-            for index, (obj, span) in enumerate(zip(objects, spans)):
-                x0, y0, x1, y1 = obj.box
-                annotations.append(
-                    {
-                        "id": image_id * 10 + index,
-                        "image_id": image_id,
-                        "category_id": category_ids[obj.name],
-                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                        "area": float((x1 - x0) * (y1 - y0)),
-                        "iscrowd": 0,
-                        "tokens_positive": [list(span)],
-                    }
-                )
-                counts[obj.name] += 1
-        next_id += count
-        instances = [{k: v for k, v in a.items() if k != "tokens_positive"} for a in annotations]
-        base = {"info": {"description": f"domain-shifted shapes, split {split}"}, "categories": SHIFTED_CATEGORIES}
-        write_json(
-            os.path.join(output_dir, "annotations", f"instances_{split}.json"),
-            {**base, "images": images, "annotations": instances},
-        )
-        write_json(
-            os.path.join(output_dir, "annotations", f"grounding_{split}.json"),
-            {**base, "images": grounding_images, "annotations": annotations},
-        )
-    return {"seed": seed, "categories": SHIFTED_CATEGORIES, "objects": dict(counts)}
-
-
 __all__ = [
     "DEFAULT_LORA_TARGETS",
-    "FixedPromptDetectionCollator",
-    "METHODS",
-    "SHIFTED_CATEGORIES",
     "Glipv2PromptTuning",
     "apply_lora",
     "attach_prompt_tuning",
@@ -451,14 +306,12 @@ __all__ = [
     "count_parameters",
     "describe_modules",
     "detach_prompt_tuning",
-    "fixed_prompt_source",
-    "generate_shifted_shapes",
     "inference_model",
     "load_prompt_tuning",
     "merge_prompt_tuning",
+    "merge_trained",
     "parse_target_modules",
-    "peft_task_loss",
     "prepare_model",
     "save_prompt_tuning",
-    "task_head",
+    "save_trained",
 ]

@@ -4,18 +4,23 @@ boxes become MDETR-style grounding annotations for a student (GLIP §3.2, "groun
 The output file is read by :func:`tasks.grounding.load_mdetr_grounding` like any human-labelled grounding file: one
 ``images`` entry per (image, caption) pair with its ``caption``; one annotation per kept box with ``bbox`` (xywh
 pixels), ``tokens_positive`` (every span of the caption that names the phrase), ``phrase_ids``, ``score`` (the
-teacher's confidence) and ``category_id`` 1. ``scripts/pseudo_label.py`` is the command line.
+teacher's confidence) and ``category_id`` 1. [`label_pairs`] runs it all (``scripts/pseudo_label.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import torch
-from torchvision.ops import box_iou
+
+from glipv2 import Glipv2Processor
+from glipv2.box_ops import box_iou, xywh_to_xyxy
+from tasks.common import read_json, write_json
 
 Span = tuple[int, int]
 PhraseFinder = Callable[[str], list[Span]]
@@ -198,8 +203,7 @@ def box_recovery(
         return grouped
 
     def xyxy(annotations: list[dict[str, Any]]) -> torch.Tensor:
-        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float64).reshape(-1, 4)
-        return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+        return xywh_to_xyxy([a["bbox"] for a in annotations])
 
     predicted, truth = by_key(pseudo), by_key(reference)
     recovered = 0
@@ -232,4 +236,125 @@ def box_recovery(
     }
 
 
-__all__ = ["box_recovery", "group_phrases", "pseudo_label", "vocabulary_spans"]
+def read_vocabulary(path: str) -> list[str]:
+    """Phrases from a text file (one per line) or a JSON file (a list of strings, or COCO ``categories``)."""
+    if path.endswith(".json"):
+        data = read_json(path, expected=object)
+        phrases = [category["name"] for category in data.get("categories", [])] if isinstance(data, dict) else data
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Vocabulary file {path} does not exist.")
+        with open(path, encoding="utf-8") as handle:
+            phrases = [line.strip() for line in handle]
+    phrases = [phrase for phrase in phrases if isinstance(phrase, str) and phrase.strip()]
+    if not phrases:
+        raise ValueError(f"{path}: no phrases found (expected one per line, a JSON list or COCO 'categories').")
+    return phrases
+
+
+def phrase_finder(vocabulary: str | None) -> PhraseFinder:
+    """The caption -> spans function: vocabulary matches, or spaCy noun chunks."""
+    if vocabulary:
+        return partial(vocabulary_spans, vocabulary=read_vocabulary(vocabulary))
+    from glipv2.pipelines_glipv2 import find_noun_phrases
+
+    find_noun_phrases("a test caption.")  # fails now, with instructions, if spaCy or its model is missing
+    return find_noun_phrases
+
+
+def caption_pairs(
+    captions: str | None = None, image_dir: str | None = None, pairs: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """The (image, caption) pairs to label, with their image id and file name: every caption of a COCO captions
+    file (`captions` with `image_dir`), or the records of a JSON-lines file of `{"image": path, "text": caption}`."""
+    if captions:
+        from tasks.captioning import load_coco_captions
+
+        dataset = load_coco_captions(captions, image_dir)
+        for record in dataset:
+            for caption in record["captions"]:
+                yield {
+                    "image": record["image"],
+                    "caption": caption,
+                    "image_id": record["image_id"],
+                    "file_name": record["file_name"],
+                }
+        return
+    from tasks.classification import load_image_text_pairs
+
+    root = os.path.dirname(os.path.abspath(pairs))
+    for index, record in enumerate(load_image_text_pairs(pairs)):
+        path = getattr(record["image"], "filename", "")  # the decoded file; its name relative to the pairs file
+        file_name = os.path.relpath(path, root) if path else f"{index}.png"
+        yield {"image": record["image"], "caption": record["text"], "image_id": index, "file_name": file_name}
+
+
+def label_pairs(
+    teacher: str,
+    output: str,
+    captions: str | None = None,
+    image_dir: str | None = None,
+    pairs: str | None = None,
+    vocabulary: str | None = None,
+    threshold: float = 0.4,
+    max_boxes_per_phrase: int = 10,
+    batch_size: int = 8,
+    max_samples: int | None = None,
+    reference: str | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Pseudo-labels image-caption pairs with the `teacher` checkpoint (the grounding task's model class) and
+    writes MDETR JSON to `output`; with `reference` (MDETR JSON with the true boxes of the same pairs) the share of
+    true boxes recovered is stored in the output's `info`. Returns the written data."""
+    from itertools import islice
+
+    from tasks.registry import get_task
+
+    find = phrase_finder(vocabulary)
+    grounding = get_task("grounding")
+    model = grounding.model_class().from_pretrained(teacher).to(device).eval()
+    processor = Glipv2Processor.from_pretrained(teacher)
+    labels = pseudo_label(
+        model,
+        processor,
+        islice(caption_pairs(captions, image_dir, pairs), max_samples),
+        find,
+        threshold=threshold,
+        max_boxes_per_phrase=max_boxes_per_phrase,
+        batch_size=batch_size,
+    )
+    labels["info"]["teacher"] = os.path.abspath(teacher)
+    if reference:
+        recovery = box_recovery(labels, read_json(reference))
+        labels["info"]["recovery_at_iou_0.5"] = recovery
+        logger.info(
+            "recovered %d of %d true boxes (recall %.3f) with %d pseudo boxes (precision %.3f)",
+            recovery["recovered"],
+            recovery["reference_boxes"],
+            recovery["recall"],
+            recovery["pseudo_boxes"],
+            recovery["precision"],
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    write_json(output, labels)
+    info = labels["info"]
+    logger.info(
+        "wrote %s: %d captions, %d boxes (%d captions without a phrase)",
+        output,
+        info["captions"],
+        info["boxes"],
+        info["captions_without_phrases"],
+    )
+    return labels
+
+
+__all__ = [
+    "box_recovery",
+    "caption_pairs",
+    "group_phrases",
+    "label_pairs",
+    "phrase_finder",
+    "pseudo_label",
+    "read_vocabulary",
+    "vocabulary_spans",
+]

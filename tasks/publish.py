@@ -1,15 +1,14 @@
-"""Publishing a saved GLIPv2 folder to the Hugging Face Hub: custom code and pipelines, model card, upload.
+"""Publishing a saved GLIPv2 folder to the Hugging Face Hub: the model card and the upload.
 
-- [`HUB_TASKS`]: one row per task class (model class, Auto class, heads it needs, pipeline tasks, card tags,
-  metrics keys, usage snippet). A new task class plugs in by adding a row; rows whose class is not importable from
-  `glipv2`, or whose heads are missing from the checkpoint, are skipped.
-- [`prepare_for_hub`]: makes a saved folder self-contained: `config.json` gets an `auto_map` entry for every Auto
-  class the checkpoint supports and `custom_pipelines` for our own pipeline tasks, and the code they need is copied
-  beside the weights, so that `from_pretrained(..., trust_remote_code=True)` and `pipeline(task, model=repo_id,
-  trust_remote_code=True)` work where `glipv2` is not installed.
+The folder is already a complete repository: every `save_pretrained` writes `auto_map` for each task class the
+checkpoint serves and `custom_pipelines` for this library's pipelines (`glipv2.auto_map`); [`prepare_for_hub`]
+rewrites them for folders saved by earlier versions. The card lists those classes; each task's spec gives its rows'
+usage, tags and `model-index` entries (`tasks.spec.HubCard`), so a new task needs nothing here.
+
 - [`render_model_card`] / [`write_model_card`]: `README.md` from `model_cards/glipv2_model_card.md.j2` with a
-  `model-index` built from metrics JSON files (`scripts/evaluate.py` output or `{task: {metric: value}}`).
-- [`stage_folder`] / [`push_folder`]: copy what is uploaded into a staging folder, then `HfApi.upload_folder`.
+  `model-index` built from metrics JSON files (`scripts/evaluate_model.py` output or `{task: {metric: value}}`).
+- [`stage_folder`] / [`push_folder`] / [`publish`]: copy what is uploaded into a staging folder with its card, then
+  `HfApi.upload_folder`.
 
 The token is never an argument here: `huggingface_hub` reads `HF_TOKEN` or the stored login itself.
 """
@@ -17,23 +16,22 @@ The token is never an argument here: `huggingface_hub` reads `HF_TOKEN` or the s
 from __future__ import annotations
 
 import fnmatch
-import inspect
-import json
 import os
+import re
 import shutil
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from glipv2.auto_map import Glipv2TaskClass, served_classes, write_auto_map
+from glipv2.heads import HEAD_NAMES
+from tasks.common import read_json
+from tasks.registry import TASKS, get_task
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "glipv2_model_card.md.j2"
 
 # What a model repository holds; anything else in the folder (checkpoints, optimizer states, logs) stays local.
-# transformers' object-detection pipeline feeds a tokenizer, when it finds one, LayoutLM-style inputs (words and
-# boxes): it runs a closed-vocabulary detector only from a repository without tokenizer files.
-NEEDS_NO_TOKENIZER = ("object-detection",)
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
-
 UPLOAD_PATTERNS = (
     "*.safetensors",
     "*.safetensors.index.json",
@@ -55,180 +53,6 @@ UPLOAD_PATTERNS = (
 )
 
 
-@dataclass(frozen=True)
-class HubTask:
-    """A task class as published: what it needs from the checkpoint, how it loads, what the card says about it.
-
-    Attributes:
-        name: short name, used in the card.
-        model_class: class name in `glipv2`.
-        auto_class: the transformers Auto class it registers with (an `auto_map` key).
-        heads: state-dict prefixes the checkpoint must hold (`grounding_head`, ...).
-        pipeline_tag: the Hub pipeline tag of the task.
-        pipelines: pipeline tasks this class runs (stock or registered by glipv2).
-        tags: extra card tags.
-        metrics: keys of the metrics JSON whose numbers belong to this task.
-        usage: a Python snippet; `{repo_id}` is replaced by the repository id.
-        config_keys: config entries that must be set (e.g. a closed vocabulary).
-    """
-
-    name: str
-    model_class: str
-    auto_class: str
-    heads: tuple[str, ...]
-    pipeline_tag: str | None
-    pipelines: tuple[str, ...]
-    tags: tuple[str, ...]
-    metrics: tuple[str, ...]
-    usage: str
-    config_keys: tuple[str, ...] = ()
-
-
-_LOAD = (
-    "from PIL import Image\nfrom transformers import {auto}, AutoProcessor, pipeline\n\n"
-    'image = Image.open("image.jpg")\n'
-)
-
-HUB_TASKS: tuple[HubTask, ...] = (
-    HubTask(
-        "open-vocabulary detection and phrase grounding",
-        "Glipv2ForGrounding",
-        "AutoModelForZeroShotObjectDetection",
-        ("grounding_head",),
-        "zero-shot-object-detection",
-        ("zero-shot-object-detection", "open-vocabulary-detection", "phrase-grounding"),
-        ("zero-shot-object-detection", "phrase-grounding", "open-vocabulary-detection"),
-        ("detection", "grounding"),
-        _LOAD.format(auto="AutoModelForZeroShotObjectDetection")
-        + 'detector = pipeline("zero-shot-object-detection", model="{repo_id}", trust_remote_code=True)\n'
-        'detector(image, candidate_labels=["cat", "remote control"], threshold=0.3)\n\n'
-        "# all labels in one pass per prompt chunk (LVIS-size vocabularies are chunked)\n"
-        'detector = pipeline("open-vocabulary-detection", model="{repo_id}", trust_remote_code=True)\n'
-        'detector(image, candidate_labels=["cat", "remote control"], threshold=0.3)\n\n'
-        'grounder = pipeline("phrase-grounding", model="{repo_id}", trust_remote_code=True)\n'
-        'grounder(image, caption="a cat lying next to a remote control", phrases=["a cat", "a remote control"])\n\n'
-        'model = AutoModelForZeroShotObjectDetection.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'inputs = processor(images=image, text=[["cat", "remote control"]], return_tensors="pt")\n'
-        "results = processor.post_process_grounded_object_detection(\n"
-        "    model(**inputs), threshold=0.3, target_sizes=[image.size[::-1]]\n)\n",
-    ),
-    HubTask(
-        "closed-vocabulary object detection",
-        "Glipv2ForObjectDetection",
-        "AutoModelForObjectDetection",
-        ("grounding_head",),
-        "object-detection",
-        ("object-detection",),
-        ("object-detection",),
-        ("detection",),
-        "from PIL import Image\nfrom transformers import AutoImageProcessor, AutoModelForObjectDetection\n\n"
-        'image = Image.open("image.jpg")\n'
-        "# the label set is stored in the config (`id2label`): no prompt is needed\n"
-        'model = AutoModelForObjectDetection.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'image_processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'outputs = model(**image_processor(image, return_tensors="pt"))\n'
-        "results = image_processor.post_process_object_detection(outputs, 0.3, [image.size[::-1]])\n"
-        "# in a repository without a tokenizer, the stock pipeline works too:\n"
-        '# pipeline("object-detection", model="{repo_id}", trust_remote_code=True)(image, threshold=0.3)\n',
-        config_keys=("detection_prompts",),
-    ),
-    HubTask(
-        "visual question answering",
-        "Glipv2ForQuestionAnswering",
-        "AutoModelForVisualQuestionAnswering",
-        ("vqa_head",),
-        "visual-question-answering",
-        ("visual-question-answering",),
-        ("visual-question-answering",),
-        ("vqa",),
-        _LOAD.format(auto="AutoModelForVisualQuestionAnswering")
-        + 'vqa = pipeline("visual-question-answering", model="{repo_id}", trust_remote_code=True)\n'
-        'vqa(image, "What colour is the cat?", top_k=3)\n',
-    ),
-    HubTask(
-        "image captioning",
-        "Glipv2ForConditionalGeneration",
-        "AutoModelForImageTextToText",
-        ("caption_head",),
-        "image-to-text",
-        (),
-        ("image-captioning",),
-        ("captioning",),
-        _LOAD.format(auto="AutoModelForImageTextToText")
-        + 'model = AutoModelForImageTextToText.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'inputs = processor(images=image, return_tensors="pt")\n'
-        "tokens = model.generate(**inputs, max_new_tokens=20)\n"
-        "processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)\n",
-    ),
-    HubTask(
-        "zero-shot image classification",
-        "Glipv2ForZeroShotImageClassification",
-        "AutoModelForZeroShotImageClassification",
-        ("contrastive_head",),
-        "zero-shot-image-classification",
-        (),
-        ("zero-shot-image-classification",),
-        ("classification",),
-        _LOAD.format(auto="AutoModelForZeroShotImageClassification")
-        + 'model = AutoModelForZeroShotImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'inputs = processor(images=image, text=["a photo of a cat", "a photo of a dog"], return_tensors="pt")\n'
-        "model(**inputs).logits_per_image.softmax(-1)\n",
-    ),
-    HubTask(
-        "pre-training (all heads)",
-        "Glipv2ForPreTraining",
-        "AutoModelForPreTraining",
-        ("grounding_head", "vqa_head", "caption_head", "mlm_head", "contrastive_head"),
-        None,
-        (),
-        (),
-        (),
-        "from transformers import AutoModelForPreTraining\n\n"
-        'model = AutoModelForPreTraining.from_pretrained("{repo_id}", trust_remote_code=True)\n',
-    ),
-    HubTask(
-        "fused image and text features",
-        "Glipv2Model",
-        "AutoModel",
-        (),
-        None,
-        (),
-        ("feature-extraction",),
-        (),
-        "from PIL import Image\nfrom transformers import AutoModel, AutoProcessor\n\n"
-        'model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)\n'
-        'inputs = processor(images=Image.open("image.jpg"), text=[["cat", "remote control"]], return_tensors="pt")\n'
-        "outputs = model(**inputs)  # vision_features (P3..P7) and text_features after deep fusion\n",
-    ),
-)
-
-# metrics JSON key -> (model-index task type, task name)
-METRIC_TASKS: dict[str, tuple[str, str]] = {
-    "detection": ("object-detection", "Object Detection"),
-    "grounding": ("zero-shot-object-detection", "Phrase Grounding"),
-    "vqa": ("visual-question-answering", "Visual Question Answering"),
-    "captioning": ("image-to-text", "Image Captioning"),
-    "classification": ("zero-shot-image-classification", "Zero-Shot Image Classification"),
-}
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON content of `path`."""
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Writes `data` as indented JSON (the layout `save_pretrained` uses)."""
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-
-
 def weight_names(model_dir: str | os.PathLike) -> set[str]:
     """The state-dict keys of the folder's safetensors weights (sharded or not); empty when it has none."""
     from safetensors import safe_open
@@ -244,98 +68,34 @@ def weight_names(model_dir: str | os.PathLike) -> set[str]:
     return names
 
 
-def supported_tasks(model_dir: str | os.PathLike) -> list[HubTask]:
-    """The rows of [`HUB_TASKS`] that this checkpoint serves: class importable, heads present, config complete."""
-    import glipv2
+def folder_heads(model_dir: str | os.PathLike) -> list[str]:
+    """The heads a saved checkpoint holds."""
+    names = weight_names(model_dir)
+    return [head for head in HEAD_NAMES if any(name.startswith(head + ".") for name in names)]
 
+
+def supported_classes(model_dir: str | os.PathLike) -> list[Glipv2TaskClass]:
+    """The task classes a saved checkpoint serves (its heads present, its config complete)."""
     folder = Path(model_dir)
     if not (folder / "config.json").exists():
         return []
-    config = read_json(folder / "config.json")
-    names = weight_names(folder)
-    supported = []
-    for task in HUB_TASKS:
-        if getattr(glipv2, task.model_class, None) is None:
-            continue
-        if not all(any(name.startswith(head + ".") for name in names) for head in task.heads):
-            continue
-        if not all(config.get(key) for key in task.config_keys):
-            continue
-        supported.append(task)
-    return supported
-
-
-def task_pipelines(task: HubTask, model_dir: str | os.PathLike) -> tuple[str, ...]:
-    """The pipeline tasks `task` runs from this folder ([`NEEDS_NO_TOKENIZER`] ones only without a tokenizer)."""
-    has_tokenizer = any((Path(model_dir) / name).exists() for name in TOKENIZER_FILES)
-    return tuple(name for name in task.pipelines if not (has_tokenizer and name in NEEDS_NO_TOKENIZER))
-
-
-def _copy_code(cls: type, folder: Path) -> str:
-    """Copies the module defining `cls` and its relative imports into `folder`; returns `module.ClassName`."""
-    from transformers.dynamic_module_utils import get_relative_import_files
-
-    source = Path(inspect.getfile(cls))
-    for path in [source, *map(Path, get_relative_import_files(str(source)))]:
-        shutil.copyfile(path, folder / path.name)
-    return f"{source.stem}.{cls.__name__}"
-
-
-def custom_pipeline_entries(tasks: Iterable[HubTask], folder: Path) -> dict[str, dict[str, Any]]:
-    """`config.custom_pipelines` for the pipeline tasks that glipv2 itself provides (code copied into `folder`).
-
-    Same layout as transformers' `Pipeline.save_pretrained`: `{"impl": "module.Class", "pt": [auto class names],
-    "type": ...}`. `pipeline()` reads it before its own task table, so tasks transformers removed work too.
-    """
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    entries: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        for name in task.pipelines:
-            registered = PIPELINE_REGISTRY.supported_tasks.get(name)
-            impl = (registered or {}).get("impl")
-            if not isinstance(impl, type) or not impl.__module__.startswith("glipv2."):
-                continue  # a stock transformers pipeline: the auto_map entry is enough
-            entries[name] = {"impl": _copy_code(impl, folder), "pt": [task.auto_class]}
-            if registered.get("type"):
-                entries[name]["type"] = registered["type"]
-    return entries
+    return served_classes(folder_heads(folder), read_json(folder / "config.json"))
 
 
 def prepare_for_hub(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """Makes a saved folder load from its own code: `auto_map` for every supported Auto class, `custom_pipelines`.
-
-    Edits `config.json` in place and copies the needed `glipv2` modules beside it. Returns
-    `{"auto_map": ..., "custom_pipelines": ...}` (empty for an adapter-only folder, which has no `config.json`).
-    """
-    import glipv2
-
-    folder = Path(model_dir)
-    tasks = supported_tasks(folder)
-    if not tasks:
+    """`auto_map` and `custom_pipelines` for every class the folder serves, with their code (what `save_pretrained`
+    writes today; for folders saved by earlier versions). Empty for an adapter-only folder (no `config.json`)."""
+    if not (Path(model_dir) / "config.json").exists():
         return {"auto_map": {}, "custom_pipelines": {}}
-    config = read_json(folder / "config.json")
-    # model entries are rebuilt from the table: a stale one (say, a closed-vocabulary class without a vocabulary)
-    # would load a model that cannot run
-    model_autos = {task.auto_class for task in HUB_TASKS}
-    auto_map = {key: value for key, value in (config.get("auto_map") or {}).items() if key not in model_autos}
-    auto_map["AutoConfig"] = _copy_code(glipv2.Glipv2Config, folder)
-    for task in tasks:
-        auto_map[task.auto_class] = _copy_code(getattr(glipv2, task.model_class), folder)
-    pipelines = custom_pipeline_entries(tasks, folder)
-    config["auto_map"] = auto_map
-    if pipelines:
-        config["custom_pipelines"] = pipelines
-    write_json(folder / "config.json", config)
-    return {"auto_map": auto_map, "custom_pipelines": pipelines}
+    return write_auto_map(model_dir, folder_heads(model_dir))
 
 
 def load_metrics(paths: Sequence[str | os.PathLike]) -> dict[str, dict[str, Any]]:
     """Merges metrics files into `{task: {metric: value, ...}}`.
 
-    Accepts `scripts/evaluate.py` output (`{"task", "split", "num_samples", "metrics": {...}}`, kept as the task's
-    numbers plus `_split`/`_num_samples`) and plain `{task: {metric: value}}` files (a task entry may also carry
-    `"dataset": {"name", "type", "split"}`).
+    Accepts `scripts/evaluate_model.py` output (`{"task", "split", "num_samples", "metrics": {...}}`, kept as the
+    task's numbers plus `_split`/`_num_samples`) and plain `{task: {metric: value}}` files (a task entry may also
+    carry `"dataset": {"name", "type", "split"}`).
     """
     merged: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -364,21 +124,30 @@ def _numbers(values: dict[str, Any]) -> list[tuple[str, float]]:
     return numbers
 
 
+def _numbers(values: dict[str, Any]) -> list[tuple[str, float]]:
+    """The reportable metrics of one task: numbers only, without COCO's -1 ("not computed", e.g. no small boxes)."""
+    numbers = []
+    for metric, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            numbers.append((metric, float(value)))
+    return numbers
+
+
 def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
-    """`EvalResult`s for the card's `model-index`, one per numeric metric of a known task."""
+    """`EvalResult`s for the card's `model-index`, one per numeric metric of a registered task."""
     from huggingface_hub import EvalResult
 
     results = []
     for task, values in metrics.items():
-        if task not in METRIC_TASKS:
-            raise ValueError(f"unknown metrics task {task!r}; known: {sorted(METRIC_TASKS)}")
-        task_type, task_name = METRIC_TASKS[task]
+        if task not in TASKS:
+            raise ValueError(f"unknown metrics task {task!r}; known: {sorted(TASKS)}")
+        card = get_task(task).card
         dataset = values.get("dataset") or {}
         for metric, value in _numbers(values):
             results.append(
                 EvalResult(
-                    task_type=task_type,
-                    task_name=task_name,
+                    task_type=card.result_type,
+                    task_name=card.result_name,
                     dataset_type=dataset.get("type") or "custom",
                     dataset_name=dataset.get("name") or f"{task} evaluation data",
                     dataset_split=dataset.get("split"),
@@ -405,7 +174,7 @@ def _training_section(recipe: dict[str, Any]) -> str:
 
     lines = []
     for task in recipe.get("tasks", []):
-        weights = ", ".join(f"{k} {v}" for k, v in task.items() if k != "name")
+        weights = ", ".join(f"{k} {v}" for k, v in task.items() if k != "name" and v not in (None, {}, []))
         lines.append(f"- {task.get('name')}" + (f" ({weights})" if weights else ""))
     data = recipe.get("data", {})
     if data.get("generate"):
@@ -416,8 +185,36 @@ def _training_section(recipe: dict[str, Any]) -> str:
     return "Tasks trained jointly:\n\n" + "\n".join(lines) + f"\n\nFull recipe:\n\n```yaml\n{recipe_yaml}\n```"
 
 
+def _class_title(entry: Glipv2TaskClass) -> str:
+    """A class without a task's card: its Auto class in words (`AutoModelForPreTraining` -> "pre training")."""
+    words = re.findall(r"[A-Z][a-z]+", entry.auto_class.removeprefix("AutoModelFor").removeprefix("AutoModel"))
+    return " ".join(word.lower() for word in words) or "fused image and text features"
+
+
+def card_rows(model_dir: str | os.PathLike, repo_id: str) -> list[dict[str, str]]:
+    """One card row per class the folder serves: title and usage from the task specs that present it (a generic
+    `from_pretrained` snippet otherwise), its Auto class and pipelines."""
+    rows = []
+    for entry in supported_classes(model_dir):
+        cards = [spec.card for spec in TASKS.values() if entry.name in spec.card.usage]
+        usage = "".join(card.usage[entry.name] for card in cards) or (
+            f"from transformers import {entry.auto_class}\n\n"
+            f'model = {entry.auto_class}.from_pretrained("{{repo_id}}", trust_remote_code=True)\n'
+        )
+        rows.append(
+            {
+                "name": " and ".join(dict.fromkeys(card.title for card in cards)) or _class_title(entry),
+                "model_class": entry.name,
+                "auto_class": entry.auto_class,
+                "pipelines": ", ".join(f"`{name}`" for name in entry.pipelines) or "-",
+                "usage": usage.replace("{repo_id}", repo_id),
+            }
+        )
+    return rows
+
+
 def _card_data(
-    tasks: list[HubTask],
+    classes: list[Glipv2TaskClass],
     metrics: dict[str, dict[str, Any]],
     model_name: str,
     license: str,  # noqa: A002
@@ -427,13 +224,16 @@ def _card_data(
 ) -> Any:
     from huggingface_hub import ModelCardData
 
-    tags = ["glipv2", "vision-language", "custom_code"] + [tag for task in tasks for tag in task.tags]
+    tags = ["glipv2", "vision-language", "custom_code"]
+    for spec in TASKS.values():
+        if any(entry.name in spec.card.usage for entry in classes):
+            tags.extend(spec.card.tags)
     if adapter is not None:
         tags.append("peft")
     return ModelCardData(
         license=license,
-        library_name="peft" if adapter is not None and not tasks else "transformers",
-        pipeline_tag=next((task.pipeline_tag for task in tasks if task.pipeline_tag), None),
+        library_name="peft" if adapter is not None and not classes else "transformers",
+        pipeline_tag=next((entry.pipelines[0] for entry in classes if entry.pipelines), None),
         tags=list(dict.fromkeys(tags)),
         datasets=list(datasets) or None,
         base_model=base_model,
@@ -470,28 +270,19 @@ def render_model_card(
     repo_id = repo_id or folder.name
     recipe = read_json(folder / "training_recipe.json") if (folder / "training_recipe.json").exists() else {}
     adapter = read_json(folder / "adapter_config.json") if (folder / "adapter_config.json").exists() else None
-    base_model = base_model or (adapter or {}).get("base_model_name_or_path") or recipe.get("base_model")
+    recipe_base = (recipe.get("model") or {}).get("init_from")
+    base_model = base_model or (adapter or {}).get("base_model_name_or_path") or recipe_base
     datasets = list(datasets) or list(recipe.get("data", {}).get("datasets", []))
-    tasks = supported_tasks(folder)
     config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
-    card_data = _card_data(tasks, metrics, repo_id.split("/")[-1], license, datasets, base_model, adapter)
-    task_rows = [
-        {
-            "name": task.name,
-            "model_class": task.model_class,
-            "auto_class": task.auto_class,
-            "pipelines": ", ".join(f"`{p}`" for p in task_pipelines(task, folder)) or "-",
-            "usage": task.usage.replace("{repo_id}", repo_id),
-        }
-        for task in tasks
-    ]
+    classes = supported_classes(folder)
+    card_data = _card_data(classes, metrics, repo_id.split("/")[-1], license, datasets, base_model, adapter)
     data_summary = "synthetic scenes" if recipe.get("data", {}).get("generate") else "its training data"
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
-        task_rows=task_rows,
+        task_rows=card_rows(folder, repo_id),
         adapter={"base": base_model} if adapter is not None else None,
         results_table=_results_table(metrics),
         recipe=recipe,
@@ -570,22 +361,40 @@ def push_folder(
     )
 
 
+def publish(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    metrics: dict[str, dict[str, Any]] | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload GLIPv2 model",
+    card: bool = True,
+    dry_run: bool = False,
+    **card_kwargs: Any,
+) -> tuple[list[str], Any]:
+    """Stages `model_dir` with its card and uploads it (nothing with `dry_run`). Returns the staged files with their
+    sizes and the commit (None for a dry run)."""
+    with tempfile.TemporaryDirectory(prefix="glipv2-push-") as staging:
+        files = stage_folder(model_dir, staging, metrics, card=card, repo_id=repo_id, **card_kwargs)
+        sized = [(name, os.path.getsize(os.path.join(staging, name))) for name in files]
+        if dry_run:
+            return sized, None
+        return sized, push_folder(staging, repo_id, private, revision, commit_message)
+
+
 __all__ = [
-    "HUB_TASKS",
-    "METRIC_TASKS",
     "UPLOAD_PATTERNS",
-    "HubTask",
-    "NEEDS_NO_TOKENIZER",
-    "custom_pipeline_entries",
+    "card_rows",
     "eval_results",
     "files_to_upload",
+    "folder_heads",
     "load_metrics",
     "prepare_for_hub",
+    "publish",
     "push_folder",
     "render_model_card",
     "stage_folder",
-    "supported_tasks",
-    "task_pipelines",
+    "supported_classes",
     "weight_names",
     "write_model_card",
 ]

@@ -109,6 +109,12 @@ class TrainConfig:
     report_to: str | None = "tensorboard"
     verify_replicas: bool = False  # after every step, check that all processes hold identical parameters
 
+    def __post_init__(self) -> None:
+        choices = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": ("cosine", "linear", "constant")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {allowed}")
+
 
 class TaskStream:
     """Seeded, resumable stream of sample indices: epoch e is `randperm(n)` under seed (seed, task index, e)."""
@@ -233,7 +239,7 @@ class MultitaskTrainer:
             raise ValueError(f"No data for task(s) {missing}; available: {sorted(sources)}.")
         self.config, self.sources, self.task_loss, self.evaluate = config, sources, task_loss, evaluate
         self.accelerator = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(),  # torchrun on CPU: gloo ranks (DESIGN §5)
+            cpu=not torch.cuda.is_available(),  # torchrun on CPU: gloo ranks
             mixed_precision=config.mixed_precision,
             log_with=config.report_to,
             project_dir=config.output_dir,

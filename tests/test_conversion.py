@@ -20,25 +20,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from glipv2 import Glipv2Config, Glipv2ForGrounding
-from glipv2.deformable_conv import Glipv2ModulatedDeformConv2d, torchvision_deform_conv_available
-from glipv2.fusion import Glipv2VLFuse, flatten_levels
-from scripts.convert_glip_original_checkpoint import (
+from glipv2.convert_glip_original import (
     IGNORED,
     VARIANTS,
     build_config,
     convert_state_dict,
     load_official_state_dict,
-    main,
     map_official_state_dict,
 )
-from scripts.make_glip_key_manifest import (
+from glipv2.deformable_conv import Glipv2ModulatedDeformConv2d, torchvision_deform_conv_available
+from glipv2.fusion import Glipv2VLFuse, flatten_levels
+from scripts.convert_glip_original_checkpoint import main
+from tests.official_glip_keys import (
     INTEGER_BUFFER_SUFFIXES,
     OfficialGlipSpec,
     bert_shapes,
     official_key_shapes,
     swin_shapes,
 )
-from scripts.make_glip_key_manifest import VARIANTS as MANIFEST_VARIANTS
+from tests.official_glip_keys import VARIANTS as MANIFEST_VARIANTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_DIR = REPO_ROOT / "tests" / "data" / "glip_key_manifests"
@@ -213,22 +213,24 @@ def test_main_converts_writes_and_reloads(
     processor = Glipv2Processor.from_pretrained(output)
     assert processor.image_processor.channel_order == "bgr"
     assert processor.tokenizer("a cat")["input_ids"] == [101, 1037, 4937, 102]
-    _check_push(output, monkeypatch)
+    _check_push(checkpoint, variant, tmp_path / "pushed", bert_vocab_dir, monkeypatch)
 
 
-def _check_push(output: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--push_to_hub` goes through the project's publishing helpers (upload replaced by a recorder here)."""
-    publish = pytest.importorskip("tasks.publish")
-    from scripts.convert_glip_original_checkpoint import push_to_hub
+def _check_push(checkpoint: Path, variant: str, output: Path, vocab: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--push_to_hub` goes through the project's publishing (`tasks.publish`; the upload replaced by a recorder)."""
+    from types import SimpleNamespace
+
+    from tasks import publish
 
     pushed = {}
 
-    def record(staging: str, repo_id: str, **kwargs: object) -> str:
+    def record(staging: str, repo_id: str, *args: object, **kwargs: object) -> SimpleNamespace:
         pushed.update(repo_id=repo_id, files=sorted(os.listdir(staging)))
-        return "sha"
+        return SimpleNamespace(oid="sha")
 
     monkeypatch.setattr(publish, "push_folder", record)
-    push_to_hub(str(output), "someone/glip-a-tiny-o365")
+    argv = ["--checkpoint", str(checkpoint), "--variant", variant, "--output", str(output), "--tokenizer", str(vocab)]
+    assert main([*argv, "--push_to_hub", "someone/glip-a-tiny-o365"]) == 0
     assert pushed["repo_id"] == "someone/glip-a-tiny-o365"
     assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= set(pushed["files"])
 
@@ -426,7 +428,7 @@ def _official_fpn(weights: dict[str, torch.Tensor], features: list[torch.Tensor]
 
 def test_fpn_matches_the_official_fpn() -> None:
     from glipv2.backbone import Glipv2FeaturePyramid
-    from scripts.make_glip_key_manifest import fpn_shapes
+    from tests.official_glip_keys import fpn_shapes
 
     spec = OfficialGlipSpec(swint_embed_dim=8, fpn_channels=16)
     official = _official_state_dict(fpn_shapes(spec))
@@ -481,7 +483,7 @@ def test_fusion_text_layer_matches_transformers_bert_layer() -> None:
     from transformers.models.bert.modeling_bert import BertLayer
 
     from glipv2.fusion import Glipv2TextLayer
-    from scripts.make_glip_key_manifest import _bert_layer_shapes
+    from tests.official_glip_keys import _bert_layer_shapes
 
     official: dict[str, list[int]] = {}
     _bert_layer_shapes(official, "rpn.head.dyhead_tower.1", 32, 64)
@@ -557,7 +559,7 @@ def test_vlfuse_matches_grounding_dino_fusion_layer() -> None:
     GLIP adds -9e15, takes a padding mask (True = pad) instead of an attention mask, and has one width for both
     modalities (resized above). The image side is all pyramid levels concatenated (official `permute_and_flatten`).
     """
-    from scripts.make_glip_key_manifest import vlfuse_shapes
+    from tests.official_glip_keys import vlfuse_shapes
 
     vision_dim, text_dim, embed_dim, num_heads = 32, 24, 64, 4
     spec = OfficialGlipSpec(dyhead_channels=vision_dim, fusion_embed_dim=embed_dim, bert={"hidden_size": text_dim})
@@ -716,7 +718,7 @@ def test_dyhead_block_matches_the_official_dyconv() -> None:
     """A whole DyHead block (the three level branches sharing the level's offset/mask, scale attention, DyReLU)
     against `DyConv.forward` transliterated, on non-square levels whose coarser neighbours are smaller."""
     from glipv2.fusion import Glipv2DyHeadBlock
-    from scripts.make_glip_key_manifest import dyconv_shapes
+    from tests.official_glip_keys import dyconv_shapes
 
     channels, groups = 16, 4
     official = _official_state_dict(
@@ -740,7 +742,7 @@ def test_dyhead_block_gradients_match_the_official_dyconv(monkeypatch: pytest.Mo
     official structure gets our differentiable deformable conv (checked against the port above)."""
     from glipv2.deformable_conv import deform_conv2d_reference, reinterpret_offset
     from glipv2.fusion import Glipv2DyHeadBlock
-    from scripts.make_glip_key_manifest import dyconv_shapes
+    from tests.official_glip_keys import dyconv_shapes
 
     def differentiable_deform_conv(x, offset, mask, weight, bias, stride):  # noqa: ANN001, ANN202
         out_h, out_w = (x.shape[-2] - 1) // stride + 1, (x.shape[-1] - 1) // stride + 1
@@ -773,7 +775,7 @@ def test_dyhead_block_gradients_match_the_official_dyconv(monkeypatch: pytest.Mo
 def test_grounding_head_matches_the_official_dot_product_head() -> None:
     """Converted head parameters in our head vs `VLDyHead.forward`'s dot-product branch, box and centerness convs."""
     from glipv2.heads import Glipv2GroundingHead
-    from scripts.make_glip_key_manifest import head_shapes
+    from tests.official_glip_keys import head_shapes
 
     channels, text_dim = 16, 12
     spec = OfficialGlipSpec(dyhead_channels=channels, num_convs=0, bert={"hidden_size": text_dim})
@@ -811,7 +813,7 @@ def test_grounding_head_matches_the_official_dot_product_head() -> None:
 @pytest.mark.skipif(not os.environ.get("GLIP_CHECKPOINT"), reason="set GLIP_CHECKPOINT to an official GLIP .pth")
 def test_real_checkpoint_converts_and_evaluates_zero_shot_coco(tmp_path: Path) -> None:
     """Converts a real checkpoint and, with GLIP_COCO_DIR (holding annotations/instances_val2017.json and
-    val2017/), evaluates zero-shot COCO val2017 through scripts/evaluate.py:
+    val2017/), evaluates zero-shot COCO val2017 through scripts/evaluate_model.py:
 
         GLIP_CHECKPOINT=glip_tiny_model_o365_goldg_cc_sbu.pth GLIP_VARIANT=glip-tiny-o365-goldg-cc-sbu \\
         GLIP_COCO_DIR=coco pytest -m slow tests/test_conversion.py -p no:cacheprovider
@@ -830,7 +832,7 @@ def test_real_checkpoint_converts_and_evaluates_zero_shot_coco(tmp_path: Path) -
         return
     command = [
         sys.executable,
-        str(REPO_ROOT / "scripts" / "evaluate.py"),
+        str(REPO_ROOT / "scripts" / "evaluate_model.py"),
         "--model",
         str(output),
         "--task",

@@ -35,11 +35,15 @@ def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
         "open-vocabulary-detection",
         "object-detection (closed vocabulary)",
         "phrase-grounding",
-        "VQA and captioning",
+        "visual-question-answering",
+        "image-captioning",
         "photo astronaut",
         "zero-shot-object-detection",
+        "zero-shot-image-classification",
     ):
         assert section in report, section
-    assert report.count("data:image/png;base64,") == 18  # 3 held-out images x 4 + 3 photos x 2
+    # each task's showcase: detection 3 held-out x 2 + 3 photos, grounding 3, VQA 3, captioning 3 + 3 photos;
+    # zero-shot classification 3 photos
+    assert report.count("data:image/png;base64,") == 24
     card = (output / "model" / "README.md").read_text()
     assert card.startswith("---") and "model-index" in card

@@ -32,7 +32,8 @@ from glipv2 import (
     Glipv2Model,
     Glipv2Processor,
 )
-from tasks.publish import HUB_TASKS, load_metrics, prepare_for_hub, render_model_card, supported_tasks
+from glipv2.auto_map import TASK_CLASSES
+from tasks.publish import load_metrics, prepare_for_hub, render_model_card, supported_classes
 from tests.conftest import bert_processor, tiny_config
 from tests.hub_server import HubServer, validate_card
 
@@ -201,9 +202,9 @@ def test_all_heads_checkpoint_maps_every_task_class(published: dict, hub: HubSer
     files = hub.state.repos[ALL].commits[published["shas"][4]].files
     config = json.loads(files["config.json"])
     expected = {"AutoConfig": glipv2.Glipv2Config} | {
-        task.auto_class: getattr(glipv2, task.model_class)
-        for task in HUB_TASKS
-        if task.auto_class != "AutoModelForObjectDetection"
+        entry.auto_class: getattr(glipv2, entry.name)
+        for entry in TASK_CLASSES
+        if entry.auto_class != "AutoModelForObjectDetection"
     }
     assert config["auto_map"] == {
         name: f"{cls.__module__.split('.')[-1]}.{cls.__name__}" for name, cls in expected.items()
@@ -213,6 +214,7 @@ def test_all_heads_checkpoint_maps_every_task_class(published: dict, hub: HubSer
         "open-vocabulary-detection",
         "phrase-grounding",
         "visual-question-answering",
+        "image-captioning",
     }
     assert config["custom_pipelines"]["visual-question-answering"]["impl"] == (
         "pipelines_glipv2_vqa.Glipv2VisualQuestionAnsweringPipeline"
@@ -226,7 +228,7 @@ def test_all_heads_checkpoint_maps_every_task_class(published: dict, hub: HubSer
     assert values == {("visual-question-answering", "accuracy"): 0.625, ("image-to-text", "CIDEr"): 1.25}
     card = files["README.md"].decode()
     assert 'pipeline("visual-question-answering", model="alice/glipv2-tiny-all-heads", trust_remote_code=True)' in card
-    assert "model.generate(**inputs, max_new_tokens=20)" in card
+    assert 'pipeline("image-captioning", model="alice/glipv2-tiny-all-heads", trust_remote_code=True)' in card
 
 
 def test_uploaded_card_front_matter_has_the_metrics(published: dict, hub: HubServer) -> None:
@@ -248,9 +250,9 @@ def test_uploaded_card_front_matter_has_the_metrics(published: dict, hub: HubSer
         ("zero-shot-object-detection", "recall@5"): 0.9,
     }
     assert 'pipeline("phrase-grounding", model="alice/glipv2-tiny", trust_remote_code=True)' in card
-    assert 'AutoModelForObjectDetection.from_pretrained("alice/glipv2-tiny", trust_remote_code=True)' in card
-    # the stock object-detection pipeline is offered only where the repository has no tokenizer
-    assert "| `AutoModelForObjectDetection` | - |" in card
+    assert 'pipeline("object-detection", model="alice/glipv2-tiny", trust_remote_code=True)' in card
+    # the object-detection pipeline runs with or without tokenizer files in the repository
+    assert "| `AutoModelForObjectDetection` | `object-detection` |" in card
     closed_card = hub.state.repos[CLOSED].commits[published["shas"][3]].files["README.md"].decode()
     assert "| `AutoModelForObjectDetection` | `object-detection` |" in closed_card
 
@@ -298,8 +300,8 @@ def test_dry_run_lists_and_uploads_nothing(published: dict, hub: HubServer, caps
 def test_supported_tasks_follow_heads_and_config(tmp_path: Path) -> None:
     Glipv2Model(tiny_config()).save_pretrained(tmp_path / "base")
     Glipv2ForGrounding(tiny_config()).save_pretrained(tmp_path / "grounding")
-    assert [t.model_class for t in supported_tasks(tmp_path / "base")] == ["Glipv2Model"]
-    assert [t.model_class for t in supported_tasks(tmp_path / "grounding")] == ["Glipv2ForGrounding", "Glipv2Model"]
+    assert [entry.name for entry in supported_classes(tmp_path / "base")] == ["Glipv2Model"]
+    assert [entry.name for entry in supported_classes(tmp_path / "grounding")] == ["Glipv2Model", "Glipv2ForGrounding"]
     prepared = prepare_for_hub(tmp_path / "base")
     assert "custom_pipelines" not in json.loads((tmp_path / "base" / "config.json").read_text())
     assert prepared["auto_map"]["AutoModel"] == "modeling_glipv2.Glipv2Model"

@@ -12,11 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from tests.conftest import tiny_config
 
-from tests.conftest import tiny_config  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 NO_DROPOUT = {
     "fusion_attention_dropout": 0.0,
@@ -31,7 +29,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from glipv2 import Glipv2ForGrounding, Glipv2ImageProcessor, Glipv2Processor
-    from tasks.peft_utils import generate_shifted_shapes
+    from tasks.synthetic.shifted import generate_shifted_shapes
 
     root = tmp_path_factory.mktemp("peft")
     torch.manual_seed(0)
@@ -74,11 +72,13 @@ def _outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.T
 
 
 def _train(base: dict[str, Any], method: str, *extra: str) -> Any:
-    """A short run of the script's own trainer; returns it (the prepared model is `trainer.model`)."""
-    from scripts.finetune_peft import build_trainer, parse_args
+    """A short run of the script's recipe through the shared training path; returns the trainer (the prepared
+    model is `trainer.model`)."""
+    from scripts.finetune_peft import build_parser, recipe_from_args
+    from tasks.multitask import build_training
 
-    args = parse_args(_argv(base, method, f"run-{method}", *extra))
-    trainer = build_trainer(args, base["processor"])
+    recipe = recipe_from_args(build_parser().parse_args(_argv(base, method, f"run-{method}", *extra)))
+    trainer = build_training(recipe).trainer
     trainer.train(progress=False)
     return trainer
 
@@ -207,9 +207,10 @@ def test_adapter_round_trip_merge_and_pipeline(base: dict[str, Any], lora_run: P
 
 
 def test_short_lora_run_lowers_the_loss(base: dict[str, Any]) -> None:
-    from tasks.collators import DetectionCollator
+    from tasks.detection import DetectionCollator
     from tasks.peft_utils import inference_model
-    from tasks.registry import DataFiles, get_task
+    from tasks.registry import get_task
+    from tasks.spec import DataFiles
 
     data = base["data"]
     files = DataFiles(str(data / "images" / "train"), str(data / "annotations" / "instances_train.json"))
@@ -234,16 +235,17 @@ def test_short_lora_run_lowers_the_loss(base: dict[str, Any]) -> None:
 def test_bad_target_pattern_lists_module_names(base: dict[str, Any]) -> None:
     from glipv2 import Glipv2ForGrounding
     from tasks.peft_utils import DEFAULT_LORA_TARGETS, check_targets, prepare_model
+    from tasks.recipe import PeftRecipe
 
     model = Glipv2ForGrounding.from_pretrained(base["model"])
     with pytest.raises(ValueError, match="match no Linear module") as error:
-        prepare_model(model, "lora", target_modules=r".*\.attention\.qkv")
+        prepare_model(model, PeftRecipe(target_modules=r".*\.attention\.qkv"), ["grounding_head"])
     message = str(error.value)
     for leaf in ("q_proj", "o_proj", "query", "value", "text_projection"):
         assert f"  {leaf} (" in message, leaf
     assert "model.fusion.layers.*.vl_fuse.attn.vision.q_proj" in message
     with pytest.raises(ValueError, match="no_such_leaf"):
-        prepare_model(model, "lora", target_modules="no_such_leaf,another")
+        prepare_model(model, PeftRecipe(target_modules="no_such_leaf,another"), ["grounding_head"])
     targets = check_targets(model, DEFAULT_LORA_TARGETS)
     assert len(targets) == 2 * (3 + 3 + 4) + 2 * 3  # two fusion layers (VLFuse + text layer), two BERT layers
     assert not any("vision_backbone" in name for name in targets)  # Swin's q_proj/k_proj stay out
@@ -282,7 +284,7 @@ def test_prompt_table_round_trip_and_merge(base: dict[str, Any], tmp_path: Path)
 
 
 def test_many_categories_are_chunked_not_truncated(base: dict[str, Any]) -> None:
-    from tasks.collators import DetectionCollator
+    from tasks.detection import DetectionCollator
 
     processor = base["processor"]
     names = [f"very long category name number {i} with extra words" for i in range(60)]
@@ -303,8 +305,10 @@ def test_many_categories_are_chunked_not_truncated(base: dict[str, Any]) -> None
 
 
 def test_fixed_prompt_collator_uses_the_evaluation_prompt(base: dict[str, Any]) -> None:
-    from tasks.peft_utils import SHIFTED_CATEGORIES, FixedPromptDetectionCollator
-    from tasks.registry import DataFiles, get_task
+    from tasks.detection import FixedPromptDetectionCollator
+    from tasks.registry import get_task
+    from tasks.spec import DataFiles
+    from tasks.synthetic.shifted import SHIFTED_CATEGORIES
 
     data, processor = base["data"], base["processor"]
     files = DataFiles(str(data / "images" / "train"), str(data / "annotations" / "instances_train.json"))

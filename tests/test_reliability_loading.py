@@ -69,7 +69,7 @@ def test_a_pickle_only_folder_is_refused_without_running_its_code(folder: Path, 
 
 
 def test_the_converter_refuses_checkpoints_that_would_run_code(tmp_path: Path) -> None:
-    from scripts.convert_glip_original_checkpoint import load_official_state_dict
+    from glipv2.convert_glip_original import load_official_state_dict
 
     marker = tmp_path / "pwned"
     path = tmp_path / "glip_tiny_model_o365_goldg.pth"

@@ -196,8 +196,9 @@ def test_skip_invalid_training_records_are_counted_in_the_run_report(tmp_path: P
         Glipv2DataError, match=r"grounding_train\.json: annotation id=10 \(image id=1\): field 'bbox': non-finite"
     ):
         from tasks.multitask import load_task_data
+        from tasks.recipe import recipe_from_dict
 
-        load_task_data(recipe, "train")
+        load_task_data(recipe_from_dict(recipe), "train")
     recipe["data"]["skip_invalid"] = True
     config.write_text(yaml.safe_dump(recipe))
     _run([sys.executable, TRAIN, "--config", str(config), "--no_progress"])

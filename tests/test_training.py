@@ -181,6 +181,7 @@ def test_task_files_replace_the_training_files(tmp_path: Path) -> None:
     """A grounding task trained on another MDETR file (e.g. `scripts/pseudo_label.py` output); evaluation keeps the
     data folder's split files."""
     from tasks.multitask import load_task_data
+    from tasks.recipe import recipe_from_dict
     from tasks.synthetic import generate_synthetic_multitask
 
     data = tmp_path / "data"
@@ -190,18 +191,18 @@ def test_task_files_replace_the_training_files(tmp_path: Path) -> None:
         "data": {"dir": str(data)},
         "tasks": [{"name": "grounding", "files": {"annotation_file": str(tmp_path / "pseudo.json")}}],
     }
-    train = load_task_data(recipe, "train")["grounding"].dataset
+    train = load_task_data(recipe_from_dict(recipe), "train")["grounding"].dataset
     assert sorted(train["image_id"]) == sorted(kept)
-    assert len(load_task_data(recipe, "val")["grounding"].dataset) == 3
+    assert len(load_task_data(recipe_from_dict(recipe), "val")["grounding"].dataset) == 3
     recipe["tasks"][0]["files"] = {"annotations": "x.json"}
     with pytest.raises(ValueError, match=r"tasks\[grounding\]\.files: unknown keys \['annotations'\]"):
-        load_task_data(recipe, "train")
+        load_task_data(recipe_from_dict(recipe), "train")
 
 
 def test_periodic_evaluation_and_task_files_in_a_run(tmp_path: Path) -> None:
     """`train.eval_every` scores every task on the val split during training (in the history and the summary), as
-    `scripts/evaluate.py` scores the saved model; a task's `files` (here a 4-image grounding file) feed the run."""
-    from scripts.evaluate import main as evaluate_main
+    `scripts/evaluate_model.py` scores the saved model; a task's `files` (a 4-image grounding file) feed the run."""
+    from scripts.evaluate_model import main as evaluate_main
     from tasks.synthetic import generate_synthetic_multitask
 
     data = tmp_path / "data"

@@ -1,5 +1,6 @@
-"""Visual question answering data: VQAv2 questions + annotations JSON, soft scores, answer vocabulary."""
+"""The VQA task: VQAv2 questions + annotations JSON, soft scores, answer vocabulary, its collator and its spec."""
 
+from tasks.vqa.collator import VqaCollator
 from tasks.vqa.vqav2 import (
     VQA_FEATURES,
     answer_soft_scores,
@@ -11,6 +12,7 @@ from tasks.vqa.vqav2 import (
 
 __all__ = [
     "VQA_FEATURES",
+    "VqaCollator",
     "answer_soft_scores",
     "build_answer_vocab",
     "load_answer_vocab",

@@ -11,18 +11,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from tasks.collators import (
-    CaptionCollator,
-    DetectionCollator,
-    GroundingCollator,
-    ImageTextCollator,
-    VqaCollator,
-    fit_caption,
-)
-from tasks.detection import load_coco_detection
-from tasks.grounding import load_mdetr_grounding
+from tasks.captioning import CaptionCollator
+from tasks.classification import ImageTextCollator
+from tasks.collate import fit_caption
+from tasks.detection import DetectionCollator, load_coco_detection
+from tasks.grounding import GroundingCollator, load_mdetr_grounding
 from tasks.synthetic import generate_synthetic_multitask, split_paths
-from tasks.vqa import load_vqa
+from tasks.vqa import VqaCollator, load_vqa
 
 CATEGORIES = [{"id": 3, "name": "red square"}, {"id": 7, "name": "blue circle"}, {"id": 9, "name": "green star"}]
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.pseudo_label import read_vocabulary
-from tasks.pseudo_label import box_recovery, group_phrases, vocabulary_spans
+from tasks.pseudo_label import box_recovery, group_phrases, read_vocabulary, vocabulary_spans
 
 
 def test_vocabulary_spans_prefer_longest_whole_word_matches() -> None:

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py on a tiny random checkpoint and a 7-image synthetic set: the JSON holds the metric's keys,
+"""scripts/evaluate_model.py on a tiny random checkpoint and a 7-image synthetic set: the JSON holds the metric's keys,
 its numbers equal the metric called directly on the same predictions, and 2 processes give exactly the 1-process
 metrics (7 samples: a duplicated or dropped sample would show)."""
 
@@ -20,8 +20,8 @@ from PIL import Image
 from tasks_test_utils import METRICS, REPO_ROOT
 
 from tasks.common import read_json
-from tasks.evaluation import PredictOptions, predict_vqa, score_vqa
-from tasks.registry import TASKS, get_task, resolve_model_class
+from tasks.registry import TASKS, get_task
+from tasks.spec import PredictOptions
 from tasks.synthetic import generate_synthetic_multitask, split_paths
 
 NUM_VAL = 7
@@ -91,7 +91,7 @@ def arguments(workspace: Path, task: str, name: str, *extra: str) -> list[str]:
 
 def run_in_process(workspace: Path, task: str, name: str, *extra: str) -> tuple[dict[str, Any], list[Any]]:
     """``main(argv)`` in this process; the Accelerator state it creates is reset afterwards for other tests."""
-    from scripts.evaluate import main
+    from scripts.evaluate_model import main
 
     try:
         assert main(arguments(workspace, task, name, *extra)) == 0
@@ -102,7 +102,7 @@ def run_in_process(workspace: Path, task: str, name: str, *extra: str) -> tuple[
 
 
 def run_two_processes(workspace: Path, task: str, name: str) -> tuple[dict[str, Any], list[Any]]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/evaluate.py"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/evaluate_model.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
         command + arguments(workspace, task, name), cwd=REPO_ROOT, env=env, capture_output=True, text=True
@@ -200,8 +200,6 @@ def test_registry_rows() -> None:
     assert get_task("captioning").model_class_name == "Glipv2ForConditionalGeneration"
     for spec in TASKS.values():
         assert os.path.isdir(spec.metric_path) and spec.metric_path.startswith(str(METRICS))
-    with pytest.raises(ImportError, match="Glipv2ForNothing"):
-        resolve_model_class("Glipv2ForNothing")
     with pytest.raises(KeyError, match="known tasks"):
         get_task("segmentation")
 
@@ -224,22 +222,21 @@ def test_vqa_predictions_are_the_argmax_answers(workspace: Path) -> None:
             return SimpleNamespace(logits=torch.eye(len(answers))[[3, 0, 3, 3][: input_ids.shape[0]]])
 
     processor = Glipv2Processor.from_pretrained(workspace / "model")
-    predictions = predict_vqa(StandIn(), processor, records, data, PredictOptions())
+    predictions = spec.predict(StandIn(), processor, records, data, PredictOptions())
     assert [p["answer"] for p in predictions] == [answers[3], "yes", answers[3], answers[3]]
     assert [p["question_id"] for p in predictions] == [r["question_id"] for r in records]
-    scores = score_vqa(spec.load_metric(), predictions, data)
+    scores = spec.score(spec.load_metric(), predictions, data)
     hits = [p["answer"] == r["multiple_choice_answer"] for p, r in zip(predictions, records)]
     assert scores["accuracy"] == pytest.approx(sum(hits) / 4)  # synthetic: 10 identical answers -> 1 or 0
 
 
 # ---------------------------------------------------------------------------------------------- vqa, captioning
 def understanding_checkpoint(workspace: Path, class_name: str, **config: Any) -> Path:
-    """A tiny random checkpoint of ``class_name`` beside the grounding one (skips while the class is missing)."""
-    try:
-        model_class = resolve_model_class(class_name)
-    except ImportError:
-        pytest.skip(f"{class_name} is not in glipv2 yet")
+    """A tiny random checkpoint of ``class_name`` beside the grounding one."""
+    import glipv2
     from glipv2 import Glipv2Processor
+
+    model_class = getattr(glipv2, class_name)
     from tests.conftest import tiny_config
 
     folder = workspace / class_name
@@ -260,7 +257,7 @@ def test_vqa_end_to_end(workspace: Path) -> None:
     summary, predictions = run_in_process(workspace, "vqa", "vqa", *extra)
     assert len(predictions) == len(data.dataset) and {p["answer"] for p in predictions} <= set(vocab)
     assert "accuracy" in summary["metrics"]
-    assert score_vqa(spec.load_metric(), predictions, data) == summary["metrics"]
+    assert spec.score(spec.load_metric(), predictions, data) == summary["metrics"]
 
 
 def test_captioning_end_to_end(workspace: Path) -> None:
@@ -275,7 +272,6 @@ def test_captioning_end_to_end(workspace: Path) -> None:
 
 def test_grounding_long_caption_is_cut_and_its_late_phrases_miss(workspace: Path) -> None:
     from glipv2 import Glipv2ForGrounding, Glipv2Processor
-    from tasks.evaluation import predict_grounding
 
     model = Glipv2ForGrounding.from_pretrained(workspace / "model").eval()
     model.config.max_text_length = 8  # "[CLS] a red block on the left [SEP]"
@@ -284,7 +280,7 @@ def test_grounding_long_caption_is_cut_and_its_late_phrases_miss(workspace: Path
     objects = {"bbox": [[8.0, 16.0, 16.0, 32.0], [40.0, 20.0, 10.0, 10.0]], "tokens_positive": [[[2, 11]], [[30, 43]]]}
     records = [{"image": Image.new("RGB", (64, 64)), "image_id": 1, "caption": caption, "objects": objects}]
     with torch.no_grad():
-        prediction = predict_grounding(model, processor, records, None, PredictOptions())[0]
+        prediction = get_task("grounding").predict(model, processor, records, None, PredictOptions())[0]
     assert len(prediction["phrases"][0]["boxes"]) == 10 and prediction["phrases"][1]["boxes"] == []
     assert prediction["phrases"][1]["references"] == [[40.0, 20.0, 50.0, 30.0]]
 

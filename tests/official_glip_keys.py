@@ -1,6 +1,6 @@
 """Write the key manifests of the official GLIP checkpoints: state-dict key -> shape, derived from the official code.
 
-    python scripts/make_glip_key_manifest.py [--output-dir tests/data/glip_key_manifests]
+    python tests/official_glip_keys.py [--output-dir tests/data/glip_key_manifests]
 
 `maskrcnn_benchmark` cannot be imported here (CUDA extensions, old transformers), so this file re-declares, module
 by module, the parameter and buffer names and shapes that the official modules register, from the official config

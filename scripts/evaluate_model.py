@@ -1,6 +1,6 @@
 """Evaluate a GLIPv2 checkpoint on a task dataset: print a table of metrics and write them as JSON.
 
-    python scripts/evaluate.py --model CHECKPOINT --task detection --data-dir DATA --split val \\
+    python scripts/evaluate_model.py --model CHECKPOINT --task detection --data-dir DATA --split val \\
         --batch-size 8 --output results.json [--max-samples N]
 
 ``CHECKPOINT`` is a folder with the model and its processor (``save_pretrained``). ``DATA`` follows the
@@ -23,18 +23,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
-_REPO_ROOT = os.path.dirname(_SCRIPTS_DIR)
-# `python scripts/evaluate.py` puts scripts/ first on sys.path: this file would then shadow the `evaluate` package,
-# and the repository root (for `tasks`) would be missing.
-sys.path[:] = [path for path in sys.path if os.path.abspath(path or os.curdir) != _SCRIPTS_DIR]
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+from accelerate import Accelerator
 
-from accelerate import Accelerator  # noqa: E402
-
-from tasks.evaluation import PredictOptions  # noqa: E402
-from tasks.registry import TASKS, DataFiles, TaskSpec, get_task  # noqa: E402
+from tasks.registry import TASKS, get_task
+from tasks.spec import DataFiles, PredictOptions, TaskSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against transformers' Grounding DINO: settings, measuring, report rendering."""

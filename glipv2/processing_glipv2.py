@@ -17,6 +17,7 @@ import torch
 from transformers.image_processing_base import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .box_ops import xyxy_to_cxcywh
 from .image_processing_glipv2 import Glipv2ImageProcessor, flatten_images, get_image_size
 
 # Official GLIP: MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN = 256 (token positions, special tokens included).
@@ -386,16 +387,7 @@ class Glipv2Processor(ProcessorMixin):
             if len(spans) != len(boxes):
                 raise ValueError(f"Image {index}: {len(boxes)} boxes but {len(spans)} span lists.")
             scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-            normalized = boxes / scale
-            center_size = torch.stack(
-                [
-                    (normalized[:, 0] + normalized[:, 2]) / 2,
-                    (normalized[:, 1] + normalized[:, 3]) / 2,
-                    normalized[:, 2] - normalized[:, 0],
-                    normalized[:, 3] - normalized[:, 1],
-                ],
-                dim=-1,
-            )
+            center_size = xyxy_to_cxcywh(boxes / scale)
             positive_map = self.positive_map(encoding, spans, batch_index=index, text=texts[index])
             labels.append({"boxes": center_size.to(torch.float32), "positive_map": positive_map})
         if num_clipped:

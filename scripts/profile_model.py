@@ -67,7 +67,7 @@ def profile_call(fn, device: torch.device, label: str, rows: int, lines: list[st
 
 def compile_probe(tokenizer, device: torch.device, size: int, mode: str) -> int:  # noqa: ANN001
     """Batch-1 latency of both models, eager and compiled (`mode`), fp32 and bf16: how much is host overhead."""
-    from scripts.benchmark import build_grounding_dino, forward_fn, median_seconds
+    from tasks.benchmark.measure import build_grounding_dino, forward_fn, median_seconds
 
     for name, build in (("glip-tiny", build_glip), ("grounding-dino-tiny", build_grounding_dino)):
         model = build(False, device)

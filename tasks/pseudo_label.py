@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from glipv2 import Glipv2Processor
-from glipv2.box_ops import box_iou, xywh_to_xyxy
+from glipv2.box_ops import box_iou, xywh_to_xyxy, xyxy_to_xywh
 from tasks.common import read_json, write_json
 
 Span = tuple[int, int]
@@ -149,14 +149,14 @@ def pseudo_label(
             without_phrases += not groups
             for phrase_id, spans in enumerate(groups):
                 mine = (result["labels"] == phrase_id) & (result["scores"] >= threshold)
-                for score, box in list(zip(result["scores"][mine], result["boxes"][mine]))[:max_boxes_per_phrase]:
-                    x0, y0, x1, y1 = (float(value) for value in box)
+                kept = xyxy_to_xywh(result["boxes"][mine][:max_boxes_per_phrase].double()).tolist()
+                for score, (x, y, w, h) in zip(result["scores"][mine], kept):
                     annotations.append(
                         {
                             "id": len(annotations) + 1,
                             "image_id": image_id,
-                            "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "area": (x1 - x0) * (y1 - y0),
+                            "bbox": [x, y, w, h],
+                            "area": w * h,
                             "iscrowd": 0,
                             "category_id": 1,
                             "tokens_positive": [list(span) for span in spans],

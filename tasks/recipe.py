@@ -206,6 +206,12 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         raise ValueError(f"{where}: expected a string, got {value!r}{quote}")
     if inner is bool and not isinstance(value, bool):
         raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if inner in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            value = float(value) if inner is float else int(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if inner in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ValueError(f"{where}: expected a number, got {value!r}")
     if inner is int and isinstance(value, float):

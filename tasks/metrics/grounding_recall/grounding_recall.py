@@ -6,7 +6,9 @@ from typing import Any
 
 import datasets
 import evaluate
-import numpy as np
+import torch
+
+from glipv2.box_ops import box_iou, xywh_to_xyxy
 
 _DESCRIPTION = """Recall@k for phrase grounding: the fraction of phrases for which at least one of the k
 highest-ranked predicted boxes matches the ground truth with IoU >= iou_threshold (0.5).
@@ -30,35 +32,25 @@ Returns:
 """
 
 
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes, shape (len(boxes_a), len(boxes_b)), continuous coordinates."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (boxes_a[:, 2:] - boxes_a[:, :2]).prod(axis=1)
-    area_b = (boxes_b[:, 2:] - boxes_b[:, :2]).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
-
-
-def _as_xyxy(boxes: list[list[float]], box_format: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+def _as_xyxy(boxes: list[list[float]], box_format: str) -> torch.Tensor:
     if box_format == "xywh":
-        array = np.concatenate([array[:, :2], array[:, :2] + array[:, 2:]], axis=1)
-    elif box_format != "xyxy":
+        return xywh_to_xyxy(boxes)
+    if box_format != "xyxy":
         raise ValueError(f"box_format must be 'xyxy' or 'xywh', got {box_format!r}")
-    return array
+    return torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
 
 
-def first_hit_rank(predicted: np.ndarray, ground_truth: np.ndarray, protocol: str, iou_threshold: float) -> int | None:
+def first_hit_rank(
+    predicted: torch.Tensor, ground_truth: torch.Tensor, protocol: str, iou_threshold: float
+) -> int | None:
     """0-based rank of the first predicted box that matches, or None."""
     if protocol == "merged_box":
-        ground_truth = np.concatenate([ground_truth[:, :2].min(axis=0), ground_truth[:, 2:].max(axis=0)])[None]
+        ground_truth = torch.cat([ground_truth[:, :2].min(dim=0).values, ground_truth[:, 2:].max(dim=0).values])[None]
     elif protocol != "any_box":
         raise ValueError(f"protocol must be 'any_box' or 'merged_box', got {protocol!r}")
     if len(predicted) == 0:
         return None
-    hits = np.nonzero((box_iou(predicted, ground_truth) >= iou_threshold).any(axis=1))[0]
+    hits = (box_iou(predicted, ground_truth) >= iou_threshold).any(dim=1).nonzero().flatten()
     return int(hits[0]) if len(hits) else None
 
 

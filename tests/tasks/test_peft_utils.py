@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 NO_DROPOUT = {
     "fusion_attention_dropout": 0.0,

@@ -24,7 +24,7 @@ from tasks.trainer import (
     TrainConfig,
     checkpoints_in,
 )
-from tests.test_training import REPO, TRAIN, _env, _kill_when, _recipe, _run, _start, assert_same_run
+from tests.tasks.test_trainer import REPO, TRAIN, _env, _kill_when, _recipe, _run, _start, assert_same_run
 
 DRIVER = str(REPO / "tests" / "fault_driver.py")
 

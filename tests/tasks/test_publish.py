@@ -37,7 +37,7 @@ from tasks.publish import load_metrics, prepare_for_hub, render_model_card, supp
 from tests.conftest import bert_processor, tiny_config
 from tests.hub_server import HubServer, validate_card
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hf_glipv2TestTokenDoNotLeak0123456789"
 USER = "alice"
 LABELS = ["red square", "blue circle"]

@@ -25,7 +25,7 @@ from .box_ops import (
 from .configuration_glipv2 import Glipv2Config
 from .heads import build_head
 from .loss import DEFAULT_GROUNDING_LOSS_WEIGHTS, Glipv2GroundingLoss
-from .modeling_glipv2 import Glipv2Model, Glipv2PreTrainedModel, return_output
+from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel, return_output
 
 
 @dataclass
@@ -57,6 +57,26 @@ class Glipv2GroundingOutput(ModelOutput):
     input_ids: torch.LongTensor | None = None
     text_attention_mask: torch.LongTensor | None = None
     label_chunks: torch.LongTensor | None = None
+
+
+@dataclass
+class Glipv2GroundingPredictions:
+    """What the grounding head predicts on fused features, with what the loss needs ([`Glipv2GroundingMixin`]).
+
+    Args:
+        logits: `(B, A, T)` region-word logits. pred_boxes: `(B, A, 4)` normalised continuous cxcywh.
+        centerness: `(B, A)` logits. box_regression: `(B, A, 4)` deltas. anchors: `(A, 4)` inclusive-pixel xyxy.
+        spatial_shapes: `(L, 2)` level sizes. text_attention_mask: `(B, T)`. image_sizes: `(B, 2)`.
+    """
+
+    logits: torch.Tensor
+    pred_boxes: torch.Tensor
+    centerness: torch.Tensor
+    box_regression: torch.Tensor
+    anchors: torch.Tensor
+    spatial_shapes: torch.Tensor
+    text_attention_mask: torch.Tensor
+    image_sizes: torch.Tensor
 
 
 def targets_to_pixels(
@@ -98,45 +118,36 @@ class Glipv2GroundingMixin:
         """`(A, 4)` anchors (inclusive-pixel xyxy) for the given level sizes."""
         return generate_anchors(spatial_shapes, self.config.anchor_strides, self.config.anchor_scale, device=device)
 
-    def head_forward(
-        self,
-        vision_features: tuple[torch.Tensor, ...],
-        text_features: torch.Tensor,
-        text_attention_mask: torch.Tensor,
-        image_sizes: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Grounding head + box decoding on fused features.
-
-        Returns `(logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes)`; `pred_boxes` are
-        normalised continuous cxcywh (the official inclusive-pixel boxes with `x2 + 1, y2 + 1`).
-        """
-        logits, box_regression, centerness = self.grounding_head(vision_features, text_features, text_attention_mask)
+    def head_forward(self, outputs: Glipv2ModelOutput) -> Glipv2GroundingPredictions:
+        """Grounding head + box decoding on the fused features of [`Glipv2Model`]."""
+        vision_features, text_mask = outputs.vision_features, outputs.text_attention_mask
+        logits, box_regression, centerness = self.grounding_head(vision_features, outputs.text_features, text_mask)
         shapes = [tuple(f.shape[-2:]) for f in vision_features]
         spatial_shapes = torch.tensor(shapes, device=logits.device)
         # From the Python shapes, not the tensor: no device-to-host read (a graph break under torch.compile).
         anchors = self.anchors(shapes, device=logits.device).to(box_regression.dtype)
         decoded = inclusive_to_continuous(self.box_coder.decode(box_regression, anchors))
-        pred_boxes = xyxy_to_normalized_cxcywh(decoded, image_sizes)
-        return logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes
+        pred_boxes = xyxy_to_normalized_cxcywh(decoded, outputs.image_sizes)
+        return Glipv2GroundingPredictions(
+            logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes, text_mask, outputs.image_sizes
+        )
 
     def grounding_loss(
-        self,
-        labels: list[dict[str, torch.Tensor]],
-        logits: torch.Tensor,
-        box_regression: torch.Tensor,
-        centerness: torch.Tensor,
-        anchors: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        text_attention_mask: torch.Tensor,
-        image_sizes: torch.Tensor,
+        self, labels: list[dict[str, torch.Tensor]], predictions: Glipv2GroundingPredictions
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total and the named unweighted parts of the ATSS grounding loss."""
-        if len(labels) != logits.shape[0]:
-            raise ValueError(f"Got {len(labels)} label dicts for a batch of {logits.shape[0]} images.")
-        targets = targets_to_pixels(labels, image_sizes)
-        per_level = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).tolist()
+        if len(labels) != predictions.logits.shape[0]:
+            raise ValueError(f"Got {len(labels)} label dicts for a batch of {predictions.logits.shape[0]} images.")
+        targets = targets_to_pixels(labels, predictions.image_sizes)
+        shapes = predictions.spatial_shapes
         parts = self.loss_function_grounding(
-            logits, box_regression, centerness, anchors, per_level, text_attention_mask, targets
+            predictions.logits,
+            predictions.box_regression,
+            predictions.centerness,
+            predictions.anchors,
+            (shapes[:, 0] * shapes[:, 1]).tolist(),
+            predictions.text_attention_mask,
+            targets,
         )
         total = sum(self.loss_weights.get(name, 1.0) * value for name, value in parts.items())
         return total, parts
@@ -183,30 +194,17 @@ class Glipv2ForGrounding(Glipv2GroundingMixin, Glipv2PreTrainedModel):
             image_features=image_features,
             text_features=text_features,
         )
-        logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes = self.head_forward(
-            outputs.vision_features, outputs.text_features, outputs.text_attention_mask, outputs.image_sizes
-        )
-        loss = loss_dict = None
-        if labels is not None:
-            loss, loss_dict = self.grounding_loss(
-                labels,
-                logits,
-                box_regression,
-                centerness,
-                anchors,
-                spatial_shapes,
-                outputs.text_attention_mask,
-                outputs.image_sizes,
-            )
+        predictions = self.head_forward(outputs)
+        loss, loss_dict = self.grounding_loss(labels, predictions) if labels is not None else (None, None)
         if input_ids is not None:
-            input_ids = input_ids.expand(logits.shape[0], -1)
+            input_ids = input_ids.expand(predictions.logits.shape[0], -1)
         output = Glipv2GroundingOutput(
             loss=loss,
             loss_dict=loss_dict,
-            logits=logits,
-            pred_boxes=pred_boxes,
-            centerness=centerness,
-            spatial_shapes=spatial_shapes,
+            logits=predictions.logits,
+            pred_boxes=predictions.pred_boxes,
+            centerness=predictions.centerness,
+            spatial_shapes=predictions.spatial_shapes,
             image_sizes=outputs.image_sizes,
             input_ids=input_ids,
             text_attention_mask=outputs.text_attention_mask,
@@ -317,31 +315,19 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
                 text_features=prompts["text_features"][chunk : chunk + 1].expand(batch, -1, -1),
                 attention_mask=prompts["attention_mask"][chunk : chunk + 1].expand(batch, -1),
             )
-            chunk_logits, chunk_boxes, chunk_centerness, box_regression, anchors, spatial_shapes = self.head_forward(
-                outputs.vision_features, outputs.text_features, outputs.text_attention_mask, outputs.image_sizes
-            )
+            predictions = self.head_forward(outputs)
             weights = prompts["token_weights"][chunk]
             in_chunk = prompts["label_chunks"] == chunk
-            logits.append(torch.where(in_chunk, _label_logits(chunk_logits, weights), torch.finfo(torch.float32).min))
-            boxes.append(chunk_boxes)
-            centerness.append(chunk_centerness)
+            chunk_logits = _label_logits(predictions.logits, weights)
+            logits.append(torch.where(in_chunk, chunk_logits, torch.finfo(torch.float32).min))
+            boxes.append(predictions.pred_boxes)
+            centerness.append(predictions.centerness)
             if labels is not None:
                 chunk_labels = [
                     {"boxes": label["boxes"], "positive_map": (weights[label["class_labels"]] > 0).float()}
                     for label in labels
                 ]
-                loss_parts.append(
-                    self.grounding_loss(
-                        chunk_labels,
-                        chunk_logits,
-                        box_regression,
-                        chunk_centerness,
-                        anchors,
-                        spatial_shapes,
-                        outputs.text_attention_mask,
-                        outputs.image_sizes,
-                    )
-                )
+                loss_parts.append(self.grounding_loss(chunk_labels, predictions))
         label_logits = torch.stack(logits).amax(dim=0)  # each label is real in exactly one chunk
         loss = loss_dict = None
         if loss_parts:
@@ -356,7 +342,7 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
             logits=label_logits,
             pred_boxes=boxes[0] if single else torch.stack(boxes, dim=1),
             centerness=centerness[0] if single else torch.stack(centerness, dim=1),
-            spatial_shapes=spatial_shapes,
+            spatial_shapes=predictions.spatial_shapes,
             image_sizes=outputs.image_sizes,
             label_chunks=prompts["label_chunks"],
         )
@@ -368,5 +354,6 @@ __all__ = [
     "Glipv2ForObjectDetection",
     "Glipv2GroundingMixin",
     "Glipv2GroundingOutput",
+    "Glipv2GroundingPredictions",
     "targets_to_pixels",
 ]

@@ -23,7 +23,7 @@ from .loss import (
 )
 from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
 from .modeling_glipv2_captioning import causal_text_features, encode_image_memory
-from .modeling_glipv2_detection import Glipv2GroundingMixin, targets_to_pixels
+from .modeling_glipv2_detection import Glipv2GroundingMixin, Glipv2GroundingPredictions, targets_to_pixels
 
 
 @dataclass
@@ -152,12 +152,14 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
         )
 
     def _region_word_loss(
-        self, labels: list[dict[str, torch.Tensor]], outputs: Any, anchors: torch.Tensor, spatial_shapes: torch.Tensor
+        self, labels: list[dict[str, torch.Tensor]], outputs: Any, predictions: Glipv2GroundingPredictions
     ) -> torch.Tensor:
         targets = targets_to_pixels(labels, outputs.image_sizes)
-        per_level = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).tolist()
+        shapes = predictions.spatial_shapes
+        per_level = (shapes[:, 0] * shapes[:, 1]).tolist()
         num_tokens = outputs.text_attention_mask.shape[1]
-        matched, _ = self.loss_function_grounding.prepare_targets(anchors.float(), per_level, targets, num_tokens)
+        anchors = predictions.anchors.float()
+        matched, _ = self.loss_function_grounding.prepare_targets(anchors, per_level, targets, num_tokens)
         flat, _ = flatten_levels(outputs.pre_fusion_vision_features)
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         regions, region_labels, words, word_labels = region_word_inputs(
@@ -204,24 +206,11 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
             token_type_ids=token_type_ids,
             pixel_mask=pixel_mask,
         )
-        logits, pred_boxes, centerness, box_regression, anchors, spatial_shapes = self.head_forward(
-            outputs.vision_features, outputs.text_features, outputs.text_attention_mask, outputs.image_sizes
-        )
+        predictions = self.head_forward(outputs)
         losses: dict[str, torch.Tensor] = {}
         if labels is not None:
-            losses.update(
-                self.grounding_loss(
-                    labels,
-                    logits,
-                    box_regression,
-                    centerness,
-                    anchors,
-                    spatial_shapes,
-                    outputs.text_attention_mask,
-                    outputs.image_sizes,
-                )[1]
-            )
-            losses["loss_region_word"] = self._region_word_loss(labels, outputs, anchors, spatial_shapes)
+            losses.update(self.grounding_loss(labels, predictions)[1])
+            losses["loss_region_word"] = self._region_word_loss(labels, outputs, predictions)
         mlm_logits = self.mlm_head(outputs.text_features) if mlm_labels is not None else None
         if mlm_labels is not None:
             losses["loss_mlm"] = mlm_loss(mlm_logits, mlm_labels)
@@ -238,14 +227,14 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
         output = Glipv2PreTrainingOutput(
             loss=loss,
             loss_dict=losses or None,
-            logits=logits,
-            pred_boxes=pred_boxes,
-            centerness=centerness,
+            logits=predictions.logits,
+            pred_boxes=predictions.pred_boxes,
+            centerness=predictions.centerness,
             mlm_logits=mlm_logits,
             vqa_logits=vqa_logits,
             image_embeds=image_embeds,
             text_embeds=text_embeds,
-            spatial_shapes=spatial_shapes,
+            spatial_shapes=predictions.spatial_shapes,
             image_sizes=outputs.image_sizes,
         )
         return return_output(output, return_dict)

@@ -111,6 +111,20 @@ class ProcessorCollator:
         encoded = self.processor(images=images, return_tensors="pt", **self.image_kwargs())
         return {"pixel_values": encoded["pixel_values"], "pixel_mask": encoded["pixel_mask"]}
 
+    def grounding_batch(self, examples: Sequence[tuple[Image.Image, str, dict[str, Any]]]) -> dict[str, Any]:
+        """`(image, prompt, {"boxes": xyxy, "spans"})` examples -> the processor's grounding inputs with `labels`:
+        per image `{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T)}`."""
+        images, prompts, targets = zip(*examples)
+        batch = self.processor(
+            images=list(images),
+            text=list(prompts),
+            grounding_targets=list(targets),
+            max_length=self.max_length,
+            return_tensors="pt",
+            **self.image_kwargs(),
+        )
+        return dict(batch)
+
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids with [CLS] ... [SEP], padded to the longest text, truncated at ``max_length`` positions."""
         encoded = self.tokenizer(

@@ -278,3 +278,29 @@ def build_dataset(
 def image_feature_value(path: str) -> dict[str, Any]:
     """The stored value of a ``datasets.Image()`` column for an image file on disk."""
     return {"path": path, "bytes": None}
+
+
+def image_fields(image_id: int, image: dict[str, Any]) -> dict[str, Any]:
+    """The per-image fields of a COCO-style record: ``image``, ``image_id``, ``file_name``, ``width``, ``height``."""
+    return {
+        "image": image_feature_value(image["path"]),
+        "image_id": image_id,
+        "file_name": image["file_name"],
+        "width": image["width"],
+        "height": image["height"],
+    }
+
+
+def finish_dataset(
+    records: list[dict[str, Any]],
+    features: datasets.Features,
+    source: str | os.PathLike,
+    streaming: bool,
+    verify_images: bool,
+    skip_invalid: bool,
+    report: SkipReport,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """The last step of every loader: log what was skipped, build the dataset (checking images while streaming)."""
+    report.log_summary(str(source))
+    lazy_check = lazy_image_check(source, verify_images, streaming, skip_invalid, report)
+    return build_dataset(records, features, streaming, lazy_check)

@@ -124,15 +124,6 @@ def _numbers(values: dict[str, Any]) -> list[tuple[str, float]]:
     return numbers
 
 
-def _numbers(values: dict[str, Any]) -> list[tuple[str, float]]:
-    """The reportable metrics of one task: numbers only, without COCO's -1 ("not computed", e.g. no small boxes)."""
-    numbers = []
-    for metric, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            numbers.append((metric, float(value)))
-    return numbers
-
-
 def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
     """`EvalResult`s for the card's `model-index`, one per numeric metric of a registered task."""
     from huggingface_hub import EvalResult

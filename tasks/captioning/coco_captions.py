@@ -11,10 +11,9 @@ import datasets
 from tasks.common import (
     RecordChecker,
     SkipReport,
-    build_dataset,
     collect_valid,
+    finish_dataset,
     image_feature_value,
-    lazy_image_check,
     read_json,
 )
 from tasks.detection.coco import parse_images
@@ -80,9 +79,7 @@ def load_coco_captions(
         }
         for image_id, image in images.items()
     ]
-    report.log_summary(str(annotation_file))
-    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, CAPTION_FEATURES, streaming, lazy_check)
+    return finish_dataset(records, CAPTION_FEATURES, annotation_file, streaming, verify_images, skip_invalid, report)
 
 
 def load_karpathy_split(
@@ -139,6 +136,4 @@ def load_karpathy_split(
         }
 
     records = [record for record in collect_valid(entries, parse, skip_invalid, report) if record is not None]
-    report.log_summary(str(path))
-    lazy_check = lazy_image_check(path, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, CAPTION_FEATURES, streaming, lazy_check)
+    return finish_dataset(records, CAPTION_FEATURES, path, streaming, verify_images, skip_invalid, report)

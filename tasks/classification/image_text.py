@@ -8,7 +8,7 @@ from typing import Any
 
 import datasets
 
-from tasks.common import RecordChecker, SkipReport, build_dataset, collect_valid, image_feature_value, lazy_image_check
+from tasks.common import RecordChecker, SkipReport, collect_valid, finish_dataset, image_feature_value
 
 PAIR_FEATURES = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
 
@@ -70,9 +70,7 @@ def load_image_text_pairs(
         }
 
     records = list(collect_valid(_read_jsonl(dataset_or_path, checker), parse, skip_invalid, report))
-    report.log_summary(str(dataset_or_path))
-    lazy_check = lazy_image_check(dataset_or_path, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, PAIR_FEATURES, streaming, lazy_check)
+    return finish_dataset(records, PAIR_FEATURES, dataset_or_path, streaming, verify_images, skip_invalid, report)
 
 
 def _from_dataset(

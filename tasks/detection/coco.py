@@ -11,10 +11,9 @@ import datasets
 from tasks.common import (
     RecordChecker,
     SkipReport,
-    build_dataset,
     collect_valid,
-    image_feature_value,
-    lazy_image_check,
+    finish_dataset,
+    image_fields,
     read_json,
 )
 
@@ -182,15 +181,11 @@ def load_coco_detection(
     )
     records = [
         {
-            "image": image_feature_value(image["path"]),
-            "image_id": image_id,
-            "file_name": image["file_name"],
-            "width": image["width"],
-            "height": image["height"],
+            **image_fields(image_id, image),
             "objects": columns(grouped[image_id], list(OBJECT_FEATURES)),
         }
         for image_id, image in images.items()
     ]
-    report.log_summary(str(annotation_file))
-    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, DETECTION_FEATURES, streaming, lazy_check), categories
+    return finish_dataset(
+        records, DETECTION_FEATURES, annotation_file, streaming, verify_images, skip_invalid, report
+    ), categories

@@ -72,16 +72,7 @@ class DetectionCollator(ProcessorCollator):
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate detection records (see the class docstring for the output)."""
-        images, prompts, targets = zip(*(self.example(record) for record in records))
-        batch = self.processor(
-            images=list(images),
-            text=list(prompts),
-            grounding_targets=list(targets),
-            max_length=self.max_length,
-            return_tensors="pt",
-            **self.image_kwargs(),
-        )
-        return dict(batch)
+        return self.grounding_batch([self.example(record) for record in records])
 
 
 class FixedPromptDetectionCollator(DetectionCollator):

@@ -42,16 +42,7 @@ class GroundingCollator(ProcessorCollator):
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate grounding records (see the class docstring for the output)."""
-        images, captions, targets = zip(*(self.example(record) for record in records))
-        batch = self.processor(
-            images=list(images),
-            text=list(captions),
-            grounding_targets=list(targets),
-            max_length=self.max_length,
-            return_tensors="pt",
-            **self.image_kwargs(),
-        )
-        return dict(batch)
+        return self.grounding_batch([self.example(record) for record in records])
 
 
 __all__ = ["GroundingCollator"]

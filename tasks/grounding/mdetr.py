@@ -7,7 +7,7 @@ from typing import Any
 
 import datasets
 
-from tasks.common import RecordChecker, SkipReport, build_dataset, image_feature_value, lazy_image_check, read_json
+from tasks.common import RecordChecker, SkipReport, finish_dataset, image_fields, read_json
 from tasks.detection.coco import columns, parse_annotations, parse_images
 
 GROUNDING_OBJECT_FEATURES = {
@@ -94,16 +94,10 @@ def load_mdetr_grounding(
     )
     records = [
         {
-            "image": image_feature_value(image["path"]),
-            "image_id": image_id,
-            "file_name": image["file_name"],
-            "width": image["width"],
-            "height": image["height"],
+            **image_fields(image_id, image),
             "caption": image["caption"],
             "objects": columns(grouped[image_id], list(GROUNDING_OBJECT_FEATURES)),
         }
         for image_id, image in images.items()
     ]
-    report.log_summary(str(annotation_file))
-    lazy_check = lazy_image_check(annotation_file, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, GROUNDING_FEATURES, streaming, lazy_check)
+    return finish_dataset(records, GROUNDING_FEATURES, annotation_file, streaming, verify_images, skip_invalid, report)

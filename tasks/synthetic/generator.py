@@ -28,6 +28,7 @@ from tasks.synthetic.scenes import (
     ALL_PAIRS,
     DEFAULT_HELD_OUT_PAIRS,
     SceneObject,
+    coco_annotation,
     describe,
     draw_scene,
     pair_name,
@@ -90,15 +91,7 @@ def _split_json(
         grounding_images.append({**image, "caption": caption, "dataset_name": "synthetic_shapes"})
         captions.append({"id": image_id, "image_id": image_id, "caption": caption})
         for index, (obj, span) in enumerate(zip(objects, spans)):
-            x0, y0, x1, y1 = obj.box
-            annotation = {
-                "id": image_id * 10 + index,
-                "image_id": image_id,
-                "category_id": CATEGORY_IDS[obj.name],
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                "area": float((x1 - x0) * (y1 - y0)),
-                "iscrowd": 0,
-            }
+            annotation = coco_annotation(obj, image_id * 10 + index, image_id, CATEGORY_IDS[obj.name])
             instances.append(annotation)
             grounding_annotations.append({**annotation, "tokens_positive": [list(span)], "phrase_ids": index})
         for index, (question, answer, answer_type) in enumerate(questions(objects, rng)):

@@ -48,6 +48,19 @@ class SceneObject:
         return pair_name((self.color, self.shape))
 
 
+def coco_annotation(obj: SceneObject, annotation_id: int, image_id: int, category_id: int) -> dict:
+    """The COCO instances entry of a drawn object (its box covers pixels `x0..x1-1`, `y0..y1-1`)."""
+    x0, y0, x1, y1 = obj.box
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        "area": float((x1 - x0) * (y1 - y0)),
+        "iscrowd": 0,
+    }
+
+
 def _overlap_fraction(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Intersection area over the smaller box's area."""
     width = min(a[2], b[2]) - max(a[0], b[0])

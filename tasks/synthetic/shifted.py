@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from tasks.common import write_json
-from tasks.synthetic.scenes import SceneObject, describe, pair_name, sample_scene
+from tasks.synthetic.scenes import SceneObject, coco_annotation, describe, pair_name, sample_scene
 
 SHIFTED_COLORS: dict[str, tuple[int, int, int]] = {
     "pink": (250, 120, 190),
@@ -70,18 +70,8 @@ def generate_shifted_shapes(
             images.append(image)
             grounding_images.append({**image, "caption": caption, "dataset_name": "shifted_shapes"})
             for index, (obj, span) in enumerate(zip(objects, spans)):
-                x0, y0, x1, y1 = obj.box
-                annotations.append(
-                    {
-                        "id": image_id * 10 + index,
-                        "image_id": image_id,
-                        "category_id": category_ids[obj.name],
-                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                        "area": float((x1 - x0) * (y1 - y0)),
-                        "iscrowd": 0,
-                        "tokens_positive": [list(span)],
-                    }
-                )
+                annotation = coco_annotation(obj, image_id * 10 + index, image_id, category_ids[obj.name])
+                annotations.append({**annotation, "tokens_positive": [list(span)]})
                 counts[obj.name] += 1
         next_id += count
         instances = [{k: v for k, v in a.items() if k != "tokens_positive"} for a in annotations]

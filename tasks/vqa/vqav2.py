@@ -17,10 +17,9 @@ import datasets
 from tasks.common import (
     RecordChecker,
     SkipReport,
-    build_dataset,
     collect_valid,
+    finish_dataset,
     image_feature_value,
-    lazy_image_check,
     read_json,
     write_json,
 )
@@ -173,9 +172,7 @@ def load_vqa(
         if not skip_invalid:
             raise error
         report.add(error)
-    report.log_summary(str(questions_file))
-    lazy_check = lazy_image_check(questions_file, verify_images, streaming, skip_invalid, report)
-    return build_dataset(records, VQA_FEATURES, streaming, lazy_check)
+    return finish_dataset(records, VQA_FEATURES, questions_file, streaming, verify_images, skip_invalid, report)
 
 
 def build_answer_vocab(dataset: datasets.Dataset | datasets.IterableDataset, min_count: int = 1) -> list[str]:

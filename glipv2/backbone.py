@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .padding import Glipv2PaddingMasks, zero_outside
+
 
 class Glipv2FeaturePyramid(nn.Module):
     """FPN with P6/P7 computed from P5 (RetinaNet style), as `SWINT-FPN-RETINANET` in the official GLIP code.
@@ -24,18 +26,26 @@ class Glipv2FeaturePyramid(nn.Module):
             nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_levels - len(in_channels))
         )
 
-    def forward(self, features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """`features`: backbone maps fine to coarse. Returns P3..P7, each `(B, out_channels, H_l, W_l)`."""
-        last_inner = self.lateral_convs[-1](features[-1])
-        results = [self.output_convs[-1](last_inner)]
+    def forward(
+        self, features: tuple[torch.Tensor, ...], padding: Glipv2PaddingMasks | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """`features`: backbone maps fine to coarse. Returns P3..P7, each `(B, out_channels, H_l, W_l)`.
+
+        `padding` (masks of P3..P7 for a batch of several image sizes): every map is set to zero outside each image,
+        so that the 3x3 and strided convolutions read zeros beyond an image's border, as they do when it is alone.
+        """
+        masks = padding.masks if padding is not None else (None,) * (len(features) + len(self.extra_convs))
+        last_inner = zero_outside(self.lateral_convs[-1](features[-1]), masks[len(features) - 1])
+        results = [zero_outside(self.output_convs[-1](last_inner), masks[len(features) - 1])]
         for index in range(len(features) - 2, -1, -1):
             lateral = self.lateral_convs[index](features[index])
             top_down = F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
-            last_inner = lateral + top_down
-            results.insert(0, self.output_convs[index](last_inner))
+            last_inner = zero_outside(lateral + top_down, masks[index])
+            results.insert(0, zero_outside(self.output_convs[index](last_inner), masks[index]))
         extra = results[-1]
         for level, conv in enumerate(self.extra_convs):
             extra = conv(extra if level == 0 else F.relu(extra))  # official: p7 = conv(relu(p6))
+            extra = zero_outside(extra, masks[len(features) + level])
             results.append(extra)
         return tuple(results)
 

@@ -50,6 +50,26 @@ def reinterpret_offset(offset: torch.Tensor, out_height: int, out_width: int) ->
     return offset.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_height, out_width)
 
 
+def reinterpret_offset_regions(
+    offset: torch.Tensor, sizes: list[tuple[int, int]], out_sizes: list[tuple[int, int]], out_shape: tuple[int, int]
+) -> torch.Tensor:
+    """[`reinterpret_offset`] of each image of a padded batch on its own region, as when the image is alone.
+
+    Args:
+        offset: `(batch, channels, height, width)`; image b's offsets fill its top-left `sizes[b]` region.
+        sizes: per image the `(h, w)` region of `offset`; out_sizes: per image the `(h, w)` region of the output.
+        out_shape: the output's padded `(height, width)`.
+
+    Returns:
+        `(batch, channels, *out_shape)`, each image's buffer read as the official kernel reads it alone, zero outside.
+    """
+    out = offset.new_zeros(*offset.shape[:2], *out_shape)
+    for index, ((height, width), (out_h, out_w)) in enumerate(zip(sizes, out_sizes)):
+        region = offset[index : index + 1, :, :height, :width]
+        out[index, :, :out_h, :out_w] = reinterpret_offset(region, out_h, out_w)[0]
+    return out
+
+
 def _bilinear_sample(image: torch.Tensor, sample_y: torch.Tensor, sample_x: torch.Tensor) -> torch.Tensor:
     """Bilinear sampling with zeros outside, matching torchvision's/DCN's `bilinear_interpolate`.
 
@@ -186,5 +206,6 @@ __all__ = [
     "Glipv2ModulatedDeformConv2d",
     "deform_conv2d_reference",
     "reinterpret_offset",
+    "reinterpret_offset_regions",
     "torchvision_deform_conv_available",
 ]

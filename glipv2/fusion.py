@@ -18,7 +18,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .deformable_conv import Glipv2ModulatedDeformConv2d
+from .deformable_conv import Glipv2ModulatedDeformConv2d, reinterpret_offset_regions
+from .padding import Glipv2PaddingMasks, group_norm, masked_spatial_mean, upsample_aligned, zero_outside
 
 
 def flatten_levels(features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
@@ -91,9 +92,14 @@ class Glipv2BiAttention(nn.Module):
         return q_proj(vision) * self.scale
 
     def forward(
-        self, vision: torch.Tensor, text: torch.Tensor, text_attention_mask: torch.Tensor | None
+        self,
+        vision: torch.Tensor,
+        text: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        image_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`vision` (B, A, Cv), `text` (B, T, Ct), `text_attention_mask` (B, T) -> deltas of the same shapes.
+        `image_mask` (B, A): the image positions the text may attend (a padded batch of several image sizes).
 
         Both directions share one logit matrix, so this is not `scaled_dot_product_attention` (which would compute
         the logits twice and cannot return the transposed softmax). The logits stay in one `(B, h, A, T)` buffer; on
@@ -109,12 +115,15 @@ class Glipv2BiAttention(nn.Module):
         logits = (logits.clamp_ if in_place else logits.clamp)(-self.clamp_value, self.clamp_value)
         # The official text side subtracts its max over A and clamps to +-clamp_value before the softmax: the softmax
         # subtracts the same max itself, and the clamp only touches values whose exp underflows to 0 anyway.
+        text_logits = logits
+        if image_mask is not None:
+            text_logits = logits.masked_fill(~image_mask.bool()[:, None, :, None], torch.finfo(logits.dtype).min)
         if logits.device.type == "cpu":
-            text_attn = logits.softmax(dim=-2).transpose(-1, -2)  # (B, h, T, A)
+            text_attn = text_logits.softmax(dim=-2).transpose(-1, -2)  # (B, h, T, A)
         else:
             # CUDA's softmax over a non-last axis (`cunn_SpatialSoftMax`) took 65% of a GLIP-T forward on an H200
             # (10 ms per layer at 640x640): a transposed copy and the last-axis kernel cost a fraction of that.
-            text_attn = logits.transpose(-1, -2).softmax(dim=-1)  # (B, h, T, A), contiguous
+            text_attn = text_logits.transpose(-1, -2).softmax(dim=-1)  # (B, h, T, A), contiguous
         if text_attention_mask is not None:
             invalid = ~text_attention_mask.bool()[:, None, None, :]
             logits = (logits.masked_fill_ if in_place else logits.masked_fill)(invalid, torch.finfo(logits.dtype).min)
@@ -167,13 +176,19 @@ class Glipv2VLFuse(nn.Module):
         self.text_layer_scale = nn.Parameter(torch.full((text_dim,), layer_scale_init))
 
     def forward(
-        self, vision_features: tuple[torch.Tensor, ...], text_features: torch.Tensor, text_attention_mask: torch.Tensor
+        self,
+        vision_features: tuple[torch.Tensor, ...],
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        padding: Glipv2PaddingMasks | None = None,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """`vision_features`: levels (B, C, H_l, W_l); `text_features` (B, T, D). Returns both, updated."""
+        """`vision_features`: levels (B, C, H_l, W_l); `text_features` (B, T, D). Returns both, updated. With
+        `padding`, the text attends only each image's own positions."""
         flat, sizes = flatten_levels(vision_features)
         vision = self.vision_layer_norm(flat)
         text = self.text_layer_norm(text_features)
-        vision_delta, text_delta = self.attn(vision, text, text_attention_mask)
+        image_mask = padding.flat() if padding is not None else None
+        vision_delta, text_delta = self.attn(vision, text, text_attention_mask, image_mask)
         vision = vision + self.vision_layer_scale * vision_delta
         text = text + self.text_layer_scale * text_delta
         return unflatten_levels(vision, sizes), text
@@ -245,8 +260,10 @@ class Glipv2DyReLU(nn.Module):
             Glipv2HardSigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coeffs = self.fc(x.mean(dim=(2, 3))).view(x.shape[0], self.channels * 4, 1, 1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` (B, C, H, W); the coefficients come from its mean over the positions of `mask` (B, H, W) (all
+        positions without one)."""
+        coeffs = self.fc(masked_spatial_mean(x, mask)).view(x.shape[0], self.channels * 4, 1, 1)
         a1, b1, a2, b2 = torch.split(coeffs, self.channels, dim=1)
         # official: lambda_a = 2, init_a = (1, 0), init_b = (0, 0)
         a1 = (a1 - 0.5) * 2.0 + 1.0
@@ -268,9 +285,16 @@ class Glipv2DyHeadConv(nn.Module):
             self.conv = nn.Conv2d(channels, channels, 3, stride=stride, padding=1)
         self.norm = nn.GroupNorm(norm_groups, channels) if norm_groups else nn.Identity()
 
-    def forward(self, x: torch.Tensor, offset: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        offset: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`valid` (B, H_out, W_out): the output positions the group norm's statistics cover (a padded batch)."""
         x = self.conv(x, offset, mask) if self.deformable else self.conv(x)
-        return self.norm(x)
+        return group_norm(x, self.norm, valid)
 
 
 class Glipv2DyHeadBlock(nn.Module):
@@ -295,26 +319,61 @@ class Glipv2DyHeadBlock(nn.Module):
         # 18 offsets + 9 masks per location.
         self.offset = nn.Conv2d(channels, 27, 3, padding=1) if deformable else None
 
-    def forward(self, features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, features: tuple[torch.Tensor, ...], padding: Glipv2PaddingMasks | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Levels `(B, C, H_l, W_l)` -> the same shapes. With `padding` (a batch of several image sizes) every image
+        is computed as if it were alone: zeros beyond its border, norms and poolings over its own positions, the
+        coarser branch and its offsets resampled per image."""
+        masks = padding.masks if padding is not None else (None,) * len(features)
+        features = tuple(zero_outside(feature, mask) for feature, mask in zip(features, masks))
         outputs = []
         for level, feature in enumerate(features):
             offset = mask = None
             if self.offset is not None:
                 offset_mask = self.offset(feature)
                 offset, mask = offset_mask[:, :18], offset_mask[:, 18:].sigmoid()
-            branches = [self.same_conv(feature, offset, mask)]
+            branches = [self.same_conv(feature, offset, mask, masks[level])]
             if level > 0:
-                branches.append(self.finer_conv(features[level - 1], offset, mask))
+                branches.append(self.finer_conv(features[level - 1], offset, mask, masks[level]))
             if level < len(features) - 1:
-                coarser = self.coarser_conv(features[level + 1], offset, mask)
-                # official: F.upsample_bilinear == interpolate(bilinear, align_corners=True)
-                branches.append(F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True))
+                branches.append(self._coarser_branch(features, level, offset, mask, padding))
             stacked = torch.stack(branches)
             if self.scale_attention is not None:
-                weights = self.hard_sigmoid(torch.stack([self.scale_attention(b) for b in branches]))
+                pooled = [masked_spatial_mean(branch, masks[level])[..., None, None] for branch in branches]
+                weights = self.hard_sigmoid(torch.stack([self.scale_attention[1:](p) for p in pooled]))
                 stacked = stacked * weights
-            outputs.append(self.activation(stacked.mean(dim=0)))
+            merged = stacked.mean(dim=0)
+            outputs.append(
+                self.activation(merged, masks[level]) if self.activation_takes_mask else self.activation(merged)
+            )
         return tuple(outputs)
+
+    @property
+    def activation_takes_mask(self) -> bool:
+        return isinstance(self.activation, Glipv2DyReLU)
+
+    def _coarser_branch(
+        self,
+        features: tuple[torch.Tensor, ...],
+        level: int,
+        offset: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        padding: Glipv2PaddingMasks | None,
+    ) -> torch.Tensor:
+        """`coarser_conv(x_{l+1})` with level l's offsets, upsampled to level l (official: `F.upsample_bilinear`,
+        i.e. `align_corners=True`)."""
+        coarser, size = features[level + 1], features[level].shape[-2:]
+        if padding is None:
+            out = self.coarser_conv(coarser, offset, mask)
+            return upsample_aligned(out, size)
+        sizes = (padding.sizes[level + 1], padding.sizes[level])
+        if offset is not None:  # the official kernel reads level l's offsets as a flat buffer: per image
+            shape = tuple(coarser.shape[-2:])
+            offset = reinterpret_offset_regions(offset, padding.sizes[level], padding.sizes[level + 1], shape)
+            mask = reinterpret_offset_regions(mask, padding.sizes[level], padding.sizes[level + 1], shape)
+        out = self.coarser_conv(coarser, offset, mask, padding.masks[level + 1])
+        return upsample_aligned(out, size, sizes)
 
 
 class Glipv2FusionLayer(GradientCheckpointingLayer):
@@ -351,16 +410,21 @@ class Glipv2FusionLayer(GradientCheckpointingLayer):
         )
 
     def forward(
-        self, text_features: torch.Tensor, text_attention_mask: torch.Tensor, *vision_features: torch.Tensor
+        self,
+        text_features: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        *vision_features: torch.Tensor,
+        padding: Glipv2PaddingMasks | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Levels are passed as trailing positional tensors so gradient checkpointing sees plain tensors.
+        """Levels are passed as trailing positional tensors so gradient checkpointing sees plain tensors; `padding`
+        masks a batch of several image sizes.
 
         Returns `(text_features, *vision_features)`.
         """
         if self.vl_fuse is not None:
-            vision_features, text_features = self.vl_fuse(vision_features, text_features, text_attention_mask)
+            vision_features, text_features = self.vl_fuse(vision_features, text_features, text_attention_mask, padding)
             text_features = self.text_layer(text_features, text_attention_mask)
-        return (text_features, *self.dyhead(tuple(vision_features)))
+        return (text_features, *self.dyhead(tuple(vision_features), padding))
 
     def image_step(self, vision_features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The image side when images do not attend text: VLFuse keeps `LN(x)` (no text->image delta), then DyHead.
@@ -391,10 +455,12 @@ class Glipv2DeepFusion(nn.Module):
         vision_features: tuple[torch.Tensor, ...],
         text_features: torch.Tensor,
         text_attention_mask: torch.Tensor,
+        padding: Glipv2PaddingMasks | None = None,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Returns fused `(vision_features, text_features)` with the input shapes."""
+        """Returns fused `(vision_features, text_features)` with the input shapes (`padding`: see
+        `padding.py`)."""
         for layer in self.layers:
-            text_features, *levels = layer(text_features, text_attention_mask, *vision_features)
+            text_features, *levels = layer(text_features, text_attention_mask, *vision_features, padding=padding)
             vision_features = tuple(levels)
         return vision_features, text_features
 

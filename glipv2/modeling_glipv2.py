@@ -33,6 +33,7 @@ from .heads import (
     Glipv2VqaHead,
     unexpected_head_keys,
 )
+from .padding import Glipv2PaddingMasks, own_padded_sizes, zero_outside
 
 # The text encoder's word embeddings, to which the LM heads' decoders are tied.
 WORD_EMBEDDINGS = "model.text_model.embeddings.word_embeddings.weight"
@@ -50,6 +51,8 @@ class Glipv2ModelOutput(ModelOutput):
         image_sizes (`torch.LongTensor` of shape `(B, 2)`): unpadded `(height, width)` of each input image.
         pre_fusion_vision_features (`tuple[torch.FloatTensor]`): FPN levels before fusion.
         pre_fusion_text_features (`torch.FloatTensor` of shape `(B, T, text_hidden_size)`): text encoder output.
+        vision_masks (`tuple[torch.BoolTensor]`, *optional*): for a batch of several image sizes, per level
+            `(B, H_l, W_l)`, True inside each image's own padded region (see `padding.py`); None otherwise.
     """
 
     vision_features: tuple[torch.FloatTensor, ...] | None = None
@@ -59,6 +62,7 @@ class Glipv2ModelOutput(ModelOutput):
     image_sizes: torch.LongTensor | None = None
     pre_fusion_vision_features: tuple[torch.FloatTensor, ...] | None = None
     pre_fusion_text_features: torch.FloatTensor | None = None
+    vision_masks: tuple[torch.BoolTensor, ...] | None = None
 
 
 def image_sizes_from_mask(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
@@ -269,10 +273,39 @@ class Glipv2Model(Glipv2PreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.text_model.set_input_embeddings(value)
 
-    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`."""
-        feature_maps = self.vision_backbone(pixel_values).feature_maps
-        return self.fpn(tuple(feature_maps))
+    # Mask the padding a batch of several image sizes adds (`padding.py`); False gives the official behaviour, where
+    # an image's outputs depend on its batch neighbours (kept to measure that difference).
+    mask_batch_padding: bool = True
+
+    @property
+    def padding_divisor(self) -> int:
+        """What an image alone is padded to a multiple of: the coarsest backbone stride (GLIP's SIZE_DIVISIBILITY)."""
+        return int(self.config.anchor_strides[2])
+
+    def encode_image(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`.
+
+        With `pixel_mask` (B, H, W) and images of several sizes, the FPN sees each image as if it were alone (zeros
+        beyond its own padded size); see `padding.py`.
+        """
+        own_sizes = own_padded_sizes(pixel_mask, self.padding_divisor) if self.mask_batch_padding else None
+        return self._encode_image(pixel_values, own_sizes)
+
+    def _encode_image(
+        self, pixel_values: torch.Tensor, own_sizes: list[tuple[int, int]] | None
+    ) -> tuple[torch.Tensor, ...]:
+        maps = tuple(self.vision_backbone(pixel_values).feature_maps)
+        if own_sizes is None:
+            return self.fpn(maps)
+        strides, device = self.config.anchor_strides, pixel_values.device
+        shapes = [tuple(feature.shape[-2:]) for feature in maps]
+        padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides[: len(maps)], device)
+        maps = tuple(zero_outside(feature, mask) for feature, mask in zip(maps, padding.masks))
+        for _ in range(self.config.num_feature_levels - len(maps)):  # stride-2 convolutions: ceil(size / 2)
+            shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
+        return self.fpn(maps, Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides, device))
 
     def encode_text(
         self,
@@ -295,9 +328,10 @@ class Glipv2Model(Glipv2PreTrainedModel):
         vision_features: tuple[torch.Tensor, ...],
         text_features: torch.Tensor,
         text_attention_mask: torch.Tensor,
+        padding: Glipv2PaddingMasks | None = None,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Runs the deep-fusion stack; batch sizes must already agree."""
-        return self.fusion(vision_features, text_features, text_attention_mask)
+        """Runs the deep-fusion stack; batch sizes must already agree (`padding`: see `padding.py`)."""
+        return self.fusion(vision_features, text_features, text_attention_mask, padding)
 
     def forward(
         self,
@@ -323,8 +357,11 @@ class Glipv2Model(Glipv2PreTrainedModel):
             raise ValueError("Glipv2Model needs `pixel_values` (or precomputed `image_features`).")
         if input_ids is None and text_features is None:
             raise ValueError("Glipv2Model needs `input_ids` (or precomputed `text_features`): a prompt to ground.")
+        own_sizes = None
+        if pixel_values is not None and self.mask_batch_padding:
+            own_sizes = own_padded_sizes(pixel_mask, self.padding_divisor)
         if image_features is None:
-            image_features = self.encode_image(pixel_values)
+            image_features = self._encode_image(pixel_values, own_sizes)
         if attention_mask is None:
             attention_mask = torch.ones(
                 (input_ids if input_ids is not None else text_features).shape[:2],
@@ -337,7 +374,12 @@ class Glipv2Model(Glipv2PreTrainedModel):
         attention_mask, _ = _broadcast_batch("attention_mask", attention_mask, "images", image_features[0])
         batch = text_features.shape[0]
         image_features = tuple(f.expand(batch, *f.shape[1:]) for f in image_features)
-        vision_fused, text_fused = self.fuse(image_features, text_features, attention_mask)
+        padding = None
+        if own_sizes is not None and image_features[0].shape[0] == len(own_sizes):
+            shapes = [tuple(feature.shape[-2:]) for feature in image_features]
+            strides = self.config.anchor_strides
+            padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides, image_features[0].device)
+        vision_fused, text_fused = self.fuse(image_features, text_features, attention_mask, padding)
         if pixel_values is not None:
             image_sizes = image_sizes_from_mask(pixel_values, pixel_mask).expand(batch, 2)
         else:
@@ -353,6 +395,7 @@ class Glipv2Model(Glipv2PreTrainedModel):
             image_sizes=image_sizes,
             pre_fusion_vision_features=image_features,
             pre_fusion_text_features=text_features,
+            vision_masks=padding.masks if padding is not None else None,
         )
         return return_output(output, return_dict)
 

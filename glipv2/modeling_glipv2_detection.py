@@ -23,7 +23,7 @@ from .box_ops import (
     xyxy_to_normalized_cxcywh,
 )
 from .configuration_glipv2 import Glipv2Config
-from .heads import build_head
+from .heads import PADDED_TOKEN_LOGIT, build_head
 from .loss import DEFAULT_GROUNDING_LOSS_WEIGHTS, Glipv2GroundingLoss
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel, return_output
 
@@ -122,6 +122,9 @@ class Glipv2GroundingMixin:
         """Grounding head + box decoding on the fused features of [`Glipv2Model`]."""
         vision_features, text_mask = outputs.vision_features, outputs.text_attention_mask
         logits, box_regression, centerness = self.grounding_head(vision_features, outputs.text_features, text_mask)
+        if outputs.vision_masks is not None:  # anchors beyond an image (a batch of several sizes) find nothing
+            outside = ~torch.cat([mask.flatten(1) for mask in outputs.vision_masks], dim=1)
+            logits = logits.masked_fill(outside[..., None], PADDED_TOKEN_LOGIT)
         shapes = [tuple(f.shape[-2:]) for f in vision_features]
         spatial_shapes = torch.tensor(shapes, device=logits.device)
         # From the Python shapes, not the tensor: no device-to-host read (a graph break under torch.compile).
@@ -304,7 +307,7 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
     ) -> Glipv2GroundingOutput | tuple:
         """`pixel_values` `(B, 3, H, W)`; `labels` per image `{"boxes", "class_labels"}` (ids of `id2label`)."""
         prompts = self._encoded_prompts(pixel_values.device)
-        image_features = self.model.encode_image(pixel_values)
+        image_features = self.model.encode_image(pixel_values, pixel_mask)
         batch, num_chunks = pixel_values.shape[0], prompts["input_ids"].shape[0]
         logits, boxes, centerness, loss_parts = [], [], [], []
         for chunk in range(num_chunks):

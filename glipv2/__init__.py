@@ -10,6 +10,7 @@ import logging
 
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+from transformers.models.auto import image_processing_auto as _image_processing_auto
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
@@ -40,7 +41,13 @@ from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 __version__ = "0.1.0"
 
 AutoConfig.register(Glipv2Config.model_type, Glipv2Config, exist_ok=True)
-AutoImageProcessor.register(Glipv2Config, slow_image_processor_class=Glipv2ImageProcessor, exist_ok=True)
+AutoImageProcessor.register(Glipv2Config, image_processor_classes={"pil": Glipv2ImageProcessor}, exist_ok=True)
+# The image processor has one backend (PIL): Auto loading picks it directly instead of asking for a torchvision
+# backend first and warning that it "is not available".
+_image_processing_auto.DEFAULT_TO_PIL_BACKEND_IMAGE_PROCESSORS = [
+    *_image_processing_auto.DEFAULT_TO_PIL_BACKEND_IMAGE_PROCESSORS,
+    Glipv2ImageProcessor.__name__,
+]
 AutoProcessor.register(Glipv2Config, Glipv2Processor, exist_ok=True)
 # transformers infers a "Glipv2VideoProcessor" from the image processor's auto_map and would ask whether to trust
 # remote code for it; declaring that glipv2 has no video processor keeps local loading prompt-free.

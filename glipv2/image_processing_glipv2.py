@@ -441,13 +441,12 @@ class Glipv2ImageProcessor(PilBackend):
         spatial_shapes, label_chunks = get("spatial_shapes"), get("label_chunks")
         batch_size = logits.shape[0]
         if label_chunks is None:
-            mask = get("text_attention_mask")
+            mask, input_ids = get("text_attention_mask"), get("input_ids")
             lengths = mask.sum(-1) if mask is not None else torch.full((batch_size,), logits.shape[-1])
-            maps = []
-            for length in lengths.tolist():
-                positive = torch.zeros(1, logits.shape[-1], device=logits.device)
-                positive[0, 1 : max(int(length) - 1, 2)] = 1.0
-                maps.append(positive)
+            maps = [
+                _label_tokens(index, int(length), input_ids[index] if input_ids is not None else None, logits)
+                for index, length in enumerate(lengths.tolist())
+            ]
             return post_process_grounding(
                 logits,
                 boxes,
@@ -486,6 +485,22 @@ class Glipv2ImageProcessor(PilBackend):
                 {key: torch.cat([part[key] for part in parts])[order] for key in ("scores", "labels", "boxes")}
             )
         return merged
+
+
+def _label_tokens(index: int, length: int, input_ids: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    """`(1, T)` map of the label tokens of a one-label prompt `[CLS] label [SEP]`: the positions between the first
+    and the last real token, without tokens equal to those two (a label written "[SEP]" is a special token)."""
+    positive = torch.zeros(1, logits.shape[-1], device=logits.device)
+    positive[0, 1 : length - 1] = 1.0
+    if input_ids is not None and length >= 2:
+        ids = input_ids[:length]
+        positive[0, :length] *= ((ids != ids[0]) & (ids != ids[length - 1])).to(positive.dtype)
+    if not positive.any():
+        raise ValueError(
+            f"Prompt {index} has no word between [CLS] and [SEP] (an empty, whitespace-only or special-token-only "
+            "label): there is nothing to detect; give a label with words."
+        )
+    return positive
 
 
 __all__ = [

@@ -33,7 +33,7 @@ from .heads import (
     Glipv2VqaHead,
     unexpected_head_keys,
 )
-from .padding import Glipv2PaddingMasks, own_padded_sizes, zero_outside
+from .padding import Glipv2PaddingMasks, backbone_sees_each_image_alone, own_padded_sizes, zero_outside
 
 # The text encoder's word embeddings, to which the LM heads' decoders are tied.
 WORD_EMBEDDINGS = "model.text_model.embeddings.word_embeddings.weight"
@@ -287,8 +287,8 @@ class Glipv2Model(Glipv2PreTrainedModel):
     ) -> tuple[torch.Tensor, ...]:
         """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`.
 
-        With `pixel_mask` (B, H, W) and images of several sizes, the FPN sees each image as if it were alone (zeros
-        beyond its own padded size); see `padding.py`.
+        With `pixel_mask` (B, H, W) and images of several sizes, the backbone and the FPN see each image as if it
+        were alone (zeros beyond its own padded size); see `padding.py`.
         """
         own_sizes = own_padded_sizes(pixel_mask, self.padding_divisor) if self.mask_batch_padding else None
         return self._encode_image(pixel_values, own_sizes)
@@ -296,9 +296,10 @@ class Glipv2Model(Glipv2PreTrainedModel):
     def _encode_image(
         self, pixel_values: torch.Tensor, own_sizes: list[tuple[int, int]] | None
     ) -> tuple[torch.Tensor, ...]:
-        maps = tuple(self.vision_backbone(pixel_values).feature_maps)
         if own_sizes is None:
-            return self.fpn(maps)
+            return self.fpn(tuple(self.vision_backbone(pixel_values).feature_maps))
+        with backbone_sees_each_image_alone(self.vision_backbone, own_sizes, tuple(pixel_values.shape[-2:])):
+            maps = tuple(self.vision_backbone(pixel_values).feature_maps)
         strides, device = self.config.anchor_strides, pixel_values.device
         shapes = [tuple(feature.shape[-2:]) for feature in maps]
         padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides[: len(maps)], device)

@@ -14,7 +14,8 @@ otherwise): single images and batches of one size run the official code unchange
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -127,8 +128,113 @@ def upsample_aligned(
     return out
 
 
+def _own_extent(own: int, length: int, padded: int) -> int:
+    """An image's extent on a map of `length` positions over `padded` input pixels (`own` of them its own)."""
+    return min(-(-own * length // padded), length)
+
+
+def _region_masks(own_sizes: list[Size], padded: Size, shape: Size, device: torch.device) -> torch.Tensor:
+    """`(B, h, w)` bool: each image's own region on a map of `shape` over the padded batch."""
+    rows = [_own_extent(h, shape[0], padded[0]) for h, _ in own_sizes]
+    cols = [_own_extent(w, shape[1], padded[1]) for _, w in own_sizes]
+    inside_rows = torch.tensor(rows, device=device)[:, None] > torch.arange(shape[0], device=device)
+    inside_cols = torch.tensor(cols, device=device)[:, None] > torch.arange(shape[1], device=device)
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
+
+
+def _is_swin_layer(module: nn.Module) -> bool:
+    return type(module).__name__ == "SwinLayer" and hasattr(module, "layernorm_before")
+
+
+def _swin_window_mask(
+    layer: nn.Module, own_sizes: list[Size], padded: Size, dims: Size, padded_dims: Size, base: torch.Tensor | None
+) -> torch.Tensor:
+    """The attention mask of a Swin layer for a batch of several image sizes, `(B * windows, ws*ws, ws*ws)`:
+    transformers' shifted-window mask plus, per image, every key beyond the windows the image fills alone (its own
+    token grid rounded up to whole windows). With the cyclic shift over the batch's grid, the groups of tokens that
+    attend each other are then those of the image alone."""
+    from transformers.models.swin.modeling_swin import window_partition
+
+    window, shift = int(layer.window_size), int(layer.shift_size)
+    device = base.device if base is not None else layer.layernorm_before.weight.device
+    tokens = [(_own_extent(h, dims[0], padded[0]), _own_extent(w, dims[1], padded[1])) for h, w in own_sizes]
+    grids = [(-(-h // window) * window, -(-w // window) * window) for h, w in tokens]
+    valid = _region_masks([(h, w) for h, w in grids], padded_dims, padded_dims, device)
+    if shift > 0:
+        valid = torch.roll(valid, shifts=(-shift, -shift), dims=(1, 2))
+    dtype = base.dtype if base is not None else layer.layernorm_before.weight.dtype
+    keys = window_partition(valid[..., None].to(dtype), window).view(-1, 1, window * window)
+    mask = ((1.0 - keys) * -100.0).expand(-1, window * window, -1)
+    if base is not None:
+        mask = mask + base.repeat(len(own_sizes), 1, 1)
+    return mask
+
+
+@contextmanager
+def backbone_sees_each_image_alone(backbone: nn.Module, own_sizes: list[Size], padded: Size) -> Iterator[None]:
+    """For one forward of `backbone` over a batch padded to `padded` pixels, each image's features inside its own
+    padded size (`own_sizes`, from [`own_padded_sizes`]) equal its features alone.
+
+    Hooks, removed on exit: every convolution wider than 1x1 reads zeros beyond an image's own region (as its zero
+    padding does when the image is alone) and max pooling reads -inf there; in transformers' Swin the normalised
+    tokens beyond an image's own token grid are zero (its zero padding to whole windows) and keys beyond the windows
+    the image fills alone are masked. Layers other than these (norms per position, activations, 1x1 convolutions,
+    linear layers) need nothing.
+    """
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    swin_dims: dict[int, Size] = {}
+
+    def fill_outside(value: float):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            feature = args[0]
+            inside = _region_masks(own_sizes, padded, tuple(feature.shape[-2:]), feature.device)
+            return (feature.masked_fill(~inside[:, None], value), *args[1:])
+
+        return hook
+
+    def remember_dims(layer: nn.Module, args: tuple, kwargs: dict) -> None:
+        swin_dims[id(layer)] = tuple(kwargs["input_dimensions"] if "input_dimensions" in kwargs else args[1])
+
+    def zero_beyond_tokens(layer: nn.Module):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            height, width = swin_dims[id(layer)]
+            inside = _region_masks(own_sizes, padded, (height, width), output.device).flatten(1)
+            return output * inside[..., None].to(output.dtype)
+
+        return hook
+
+    def window_mask(layer: nn.Module):  # noqa: ANN202
+        original = type(layer).get_attn_mask.__get__(layer)
+
+        def get_attn_mask(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+            base = original(height, width, dtype=dtype, device=device)
+            return _swin_window_mask(layer, own_sizes, padded, swin_dims[id(layer)], (height, width), base)
+
+        return get_attn_mask
+
+    swin_layers = []
+    try:
+        for module in backbone.modules():
+            if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
+                handles.append(module.register_forward_pre_hook(fill_outside(0.0)))
+            elif isinstance(module, nn.MaxPool2d):
+                handles.append(module.register_forward_pre_hook(fill_outside(float("-inf"))))
+            elif _is_swin_layer(module):
+                handles.append(module.register_forward_pre_hook(remember_dims, with_kwargs=True))
+                handles.append(module.layernorm_before.register_forward_hook(zero_beyond_tokens(module)))
+                module.get_attn_mask = window_mask(module)
+                swin_layers.append(module)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer in swin_layers:
+            del layer.get_attn_mask
+
+
 __all__ = [
     "Glipv2PaddingMasks",
+    "backbone_sees_each_image_alone",
     "group_norm",
     "masked_spatial_mean",
     "own_padded_sizes",

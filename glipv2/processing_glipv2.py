@@ -155,7 +155,20 @@ class Glipv2Processor(ProcessorMixin):
         first applies `clean_name`; see `clean_label_name`).
         """
         _validate_labels(labels)
+        self._label_token_ids(labels)
         return _join_labels(labels, range(len(labels)), separator)
+
+    def _label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        """Each label's token ids (no special tokens added); a label made only of special tokens (e.g. "[SEP]")
+        raises: its score would be a special token's. The unknown token stands for a word (an emoji is [UNK])."""
+        special = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}
+        token_ids = [self.tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+        for index, (label, ids) in enumerate(zip(labels, token_ids)):
+            if not any(token not in special for token in ids):
+                raise ValueError(
+                    f"Label {index} ({preview(label)}) has no word, only special tokens: nothing to detect."
+                )
+        return token_ids
 
     def _num_tokens(self, text: str) -> int:
         """Number of token positions of `text`, special tokens included."""
@@ -171,7 +184,7 @@ class Glipv2Processor(ProcessorMixin):
         """
         _validate_labels(labels)
         # Per-label token counts give a first estimate; every chunk is then checked by tokenizing it for real.
-        label_lengths = [len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels]
+        label_lengths = [len(ids) for ids in self._label_token_ids(labels)]
         separator_length = len(self.tokenizer(separator, add_special_tokens=False)["input_ids"])
         special_length = self._num_tokens("")
 
@@ -333,7 +346,8 @@ class Glipv2Processor(ProcessorMixin):
         Args:
             images: a PIL image, numpy `(H, W, C)` array, torch `(C, H, W)` tensor or a list of them.
             text: a prompt (str), one prompt per image (list of str), or one label list per image
-                (`list[list[str]]`, joined with `build_prompt`).
+                (`list[list[str]]`, joined with `build_prompt`). With one image, a flat list of strings is that
+                image's label list (as Grounding DINO's processor reads it).
             grounding_targets: per image `{"boxes": (N, 4) xyxy in original pixels, "spans": N span lists}`.
             return_tensors: "pt" (default), "np" or None.
             max_length: the most tokens a prompt may have, special tokens included (256 in GLIP).
@@ -349,6 +363,8 @@ class Glipv2Processor(ProcessorMixin):
         image_keys = set(self.image_processor.valid_kwargs.__annotations__)
         image_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in image_keys}
         flat_images = flatten_images(images) if images is not None else None
+        if flat_images is not None and len(flat_images) == 1 and _is_label_list(text):
+            text = [list(text)]  # one image and a flat list: its labels, as Grounding DINO's processor reads it
         texts = self._prepare_texts(text, max_length) if text is not None else None
         if flat_images is not None and texts is not None and len(flat_images) != len(texts):
             raise ValueError(
@@ -494,6 +510,11 @@ class Glipv2Processor(ProcessorMixin):
             result["labels"] = result["labels"].to(torch.int64)
             result["text_labels"] = [label_names[label] for label in result["labels"].tolist()]
         return results
+
+
+def _is_label_list(text: Any) -> bool:
+    """A flat list (or tuple) of two or more strings."""
+    return isinstance(text, (list, tuple)) and len(text) > 1 and all(isinstance(item, str) for item in text)
 
 
 def _validate_and_clip_boxes(boxes: Any, index: int, height: int, width: int) -> tuple[torch.Tensor, int]:

@@ -37,8 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from tasks.benchmark.measure import load_average, run_benchmark, run_bf16_check  # noqa: E402
-from tasks.benchmark.report import format_value, goal_table, markdown_report, write_markdown  # noqa: E402
+from tasks.benchmark.measure import load_average, run_batching, run_benchmark, run_bf16_check  # noqa: E402
+from tasks.benchmark.report import batching_report, format_value, goal_table, markdown_report, write_markdown  # noqa: E402
 from tasks.benchmark.settings import DEFAULT_TRAINED_MODEL, Settings  # noqa: E402
 
 
@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the bf16 goal: fp32 and bf16 batch-1 latency of both models at 640x640 (and agreement)",
     )
+    parser.add_argument(
+        "--batching",
+        action="store_true",
+        help="only batch consistency: an image's detections in a batch of several sizes against alone "
+        "(the trained demo model on synthetic scenes, GLIP-T on photographs); writes docs/batching.md",
+    )
     parser.add_argument("--output", default="benchmark.json", help="JSON results")
     parser.add_argument("--markdown", default=None, help="markdown report (default: docs/benchmarks.md, full runs)")
     return parser.parse_args(argv)
@@ -104,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             "threads, OpenMP barriers wait on descheduled threads and times blow up: consider --threads 1.",
             file=sys.stderr,
         )
+    if args.batching:
+        results = run_batching(settings)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        markdown = args.markdown or (None if settings.smoke else "docs/batching.md")
+        if markdown:
+            write_markdown(Path(markdown), batching_report(results))
+        print(batching_report(results))
+        return 0
     if args.bf16_only:
         results = run_bf16_check(settings)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

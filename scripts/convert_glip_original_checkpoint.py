@@ -57,13 +57,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def config_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings -> `{key: YAML-parsed value}`."""
+    """`key=value` strings -> `{key: YAML-parsed value}` (mappings for the same key are merged)."""
     overrides = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. num_fusion_layers=4")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+        value, key = yaml.safe_load(value), key.strip()
+        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+            value = {**overrides[key], **value}  # repeated sub-config overrides add up
+        overrides[key] = value
     return overrides
 
 

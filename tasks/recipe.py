@@ -19,6 +19,8 @@ import logging
 import os
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,6 +412,30 @@ def model_class_for(task_names: list[str]) -> type:
     return getattr(glipv2, classes.pop()) if len(classes) == 1 else glipv2.Glipv2ForPreTraining
 
 
+class _OnlyMismatches(logging.Filter):
+    """Drops transformers' load report when its only entries are size mismatches: the tasks' own one-line messages
+    (`TaskSpec.adapt_model`) say what happened to those weights. Missing or unexpected keys still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        return not ("MISMATCH" in message and "MISSING" not in message and "UNEXPECTED" not in message)
+
+
+@contextmanager
+def _expected_mismatches_quiet(active: bool) -> Iterator[None]:
+    if not active:
+        yield
+        return
+    report_logger, quiet = logging.getLogger("transformers.modeling_utils"), _OnlyMismatches()
+    report_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(quiet)
+
+
 def build_model(recipe: Recipe, model_class: type, config_overrides: dict[str, Any] | None = None) -> Any:
     """A `model_class` from `init_from` (each task adapts what `config_overrides` changed, e.g. a new answer
     vocabulary keeps the weights of shared answers) or from the preset, with the pretrained text encoder."""
@@ -420,9 +446,10 @@ def build_model(recipe: Recipe, model_class: type, config_overrides: dict[str, A
 
     model_recipe, config_overrides = recipe.model, dict(config_overrides or {})
     if model_recipe.init_from:
-        model = model_class.from_pretrained(
-            model_recipe.init_from, ignore_mismatched_sizes=bool(config_overrides), **config_overrides
-        )
+        with _expected_mismatches_quiet(bool(config_overrides)):
+            model = model_class.from_pretrained(
+                model_recipe.init_from, ignore_mismatched_sizes=bool(config_overrides), **config_overrides
+            )
         for name in recipe.task_names:
             adapt = get_task(name).adapt_model
             message = adapt(model, model_recipe.init_from) if adapt is not None else None

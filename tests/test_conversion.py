@@ -857,3 +857,51 @@ def test_real_checkpoint_converts_and_evaluates_zero_shot_coco(tmp_path: Path) -
         expected = {"glip-large": 51.4, "glip-tiny-o365-goldg-cc-sbu": 46.6}.get(variant)
         if expected is not None:
             assert abs(100 * metrics["AP"] - expected) <= 0.5, metrics
+
+
+REDUCED = OfficialGlipSpec(
+    swint_embed_dim=24,
+    swint_depths=(1, 1, 2, 1),
+    swint_num_heads=(1, 2, 4, 8),
+    fpn_channels=64,
+    dyhead_channels=64,
+    num_convs=2,
+    bert={
+        "vocab_size": 30522,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    },
+)
+REDUCED_SET = [
+    "--preset", "glip-tiny",
+    "--set", 'vision_config={"embed_dim": 24, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8]}',
+    "--set", 'text_config={"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64}',
+    "--set", 'text_config={"num_attention_heads": 2}',
+    "--set", "hidden_size=64",
+    "--set", "num_fusion_layers=2",
+]  # fmt: skip
+
+
+def test_a_reduced_official_checkpoint_converts_from_the_command_line(tmp_path: Path, bert_vocab_dir: str) -> None:
+    """Any size converts: a preset with overrides (or a config file) matching the checkpoint's sizes."""
+    official = _official_state_dict(official_key_shapes(REDUCED))
+    checkpoint = tmp_path / "reduced.pth"
+    torch.save({"model": official}, checkpoint)
+    output = tmp_path / "converted"
+    argv = ["--checkpoint", str(checkpoint), "--output", str(output), "--tokenizer", str(bert_vocab_dir)]
+    assert main([*argv, *REDUCED_SET]) == 0
+    model = Glipv2ForGrounding.from_pretrained(output)
+    assert model.config.num_fusion_layers == 2 and model.config.vision_config.embed_dim == 24
+    state = model.state_dict()
+    for official_key, key in {
+        "module.rpn.head.dot_product_projection_text.weight": "grounding_head.text_projection.weight",
+        "module.rpn.head.dyhead_tower.5.DyConv.2.conv.weight": "model.fusion.layers.1.dyhead.finer_conv.conv.weight",
+        "module.backbone.fpn.fpn_layer4.weight": "model.fpn.output_convs.2.weight",
+    }.items():
+        torch.testing.assert_close(state[key], official[official_key], rtol=0, atol=0)
+    # the same config from the written file converts too; a size that does not fit names the shapes
+    assert main([*argv[:2], "--output", str(tmp_path / "again"), "--config", str(output / "config.json")]) == 0
+    assert main([*argv, *REDUCED_SET[:-2], "--set", "num_fusion_layers=3"]) == 1

@@ -366,3 +366,14 @@ def test_pseudo_label_round_trip(trained: dict, tmp_path: Path) -> None:
     from_pairs = read_json(tmp_path / "from_pairs.json")
     assert from_pairs["images"][0]["file_name"] == "images/scene.png"
     assert from_pairs["annotations"] == labels["annotations"]
+
+
+@pytest.mark.parametrize("label", ["", "   ", "[SEP]", "[CLS]"])
+def test_stock_zero_shot_pipeline_refuses_labels_without_words(trained: dict, label: str) -> None:
+    """Before, the stock pipeline scored [SEP] as the label and returned 100 boxes labelled ''."""
+    from transformers import pipeline
+
+    detector = pipeline("zero-shot-object-detection", model=str(trained["folder"]))
+    with pytest.raises(ValueError, match="no word between"):
+        detector(_scene(), candidate_labels=[label], threshold=0.0)
+    assert detector(_scene(), candidate_labels=["red square"], threshold=0.0)  # a real label still works

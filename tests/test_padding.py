@@ -1,6 +1,7 @@
-"""Batches of images of different sizes (`glipv2/padding.py`): each image's outputs equal its single-image outputs
-in every layer this library owns (FPN, fusion, DyHead, heads), checked with a backbone that has no border effects;
-the masked operations equal their plain versions on hand-made inputs."""
+"""Batches of images of different sizes (`glipv2/padding.py`): each image's outputs equal its single-image outputs,
+in the layers this library owns (FPN, fusion, DyHead, heads; checked with a backbone that has no border effects)
+and through transformers' Swin and ResNet backbones; the masked operations equal their plain versions on hand-made
+inputs."""
 
 from __future__ import annotations
 
@@ -85,6 +86,50 @@ def test_each_image_of_a_mixed_batch_equals_itself_alone(deformable: bool) -> No
             outside[keep] = False
             assert bool((batch.logits[index][outside] <= -49999).all())  # anchors beyond the image find nothing
     assert worst_unmasked > 1e-3  # without the masks the batch changes the images padded in it
+
+
+SWIN_SHIFTED = {  # two blocks per stage: every second block shifts its windows
+    "model_type": "swin", "embed_dim": 8, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 2], "window_size": 4,
+    "out_features": ["stage2", "stage3", "stage4"],
+}  # fmt: skip
+RESNET = {
+    "model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 24], "depths": [1, 1, 1, 1],
+    "layer_type": "basic", "out_features": ["stage2", "stage3", "stage4"],
+}  # fmt: skip
+# (height, width), padded alone to 160x224, 224x160 and 192x192; every Swin stage is wider than its window alone
+REAL_SIZES = ((160, 224), (224, 150), (170, 190))
+
+
+@pytest.mark.parametrize("vision_config", [SWIN_SHIFTED, RESNET], ids=["swin", "resnet"])
+def test_real_backbones_see_each_image_of_a_mixed_batch_alone(vision_config: dict) -> None:
+    from glipv2 import Glipv2ForGrounding
+
+    torch.manual_seed(0)
+    config = tiny_config(fusion_attention_dropout=0.0, vision_config=vision_config)
+    model = Glipv2ForGrounding(config).eval()
+    generator = torch.Generator().manual_seed(5)
+    images = [torch.randn(3, h, w, generator=generator) for h, w in REAL_SIZES]
+    text = {"input_ids": torch.tensor([[101, 2417, 2675, 1012, 2630, 4418, 102]]), "attention_mask": torch.ones(1, 7)}
+    backbone = model.model.vision_backbone
+    stock_hooks = [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in backbone.modules()]
+    with torch.no_grad():
+        pixels, mask = _pad(images)
+        batch = model(pixel_values=pixels, pixel_mask=mask, **text)
+        model.model.mask_batch_padding = False
+        unmasked = model(pixel_values=pixels, pixel_mask=mask, **text)
+        model.model.mask_batch_padding = True
+        worst_unmasked = 0.0
+        for index, image in enumerate(images):
+            alone = model(**dict(zip(("pixel_values", "pixel_mask"), _pad([image]))), **text)
+            keep = _anchors_of(alone.spatial_shapes, batch.spatial_shapes)
+            for key in ("logits", "pred_boxes"):
+                got, want = getattr(batch, key)[index][keep], getattr(alone, key)[0]
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=f"image {index} {key}")
+            worst_unmasked = max(worst_unmasked, float((unmasked.logits[index][keep] - alone.logits[0]).abs().max()))
+    assert worst_unmasked > 1e-3
+    # the hooks are gone after the forward: the backbone is the stock module again
+    assert [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in backbone.modules()] == stock_hooks
+    assert all("get_attn_mask" not in vars(m) for m in backbone.modules())
 
 
 def _anchors_of(small: torch.Tensor, large: torch.Tensor) -> torch.Tensor:

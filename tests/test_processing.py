@@ -342,3 +342,48 @@ def test_post_process_errors(small_processor: Glipv2Processor) -> None:
 def test_prompt_dataclass() -> None:
     prompt = Glipv2Prompt(text="cat. dog", label_spans=[(0, 3), (5, 8)], label_ids=[4, 7])
     assert prompt.labels == ["cat", "dog"]
+
+
+def test_one_image_with_a_flat_label_list_is_its_label_list() -> None:
+    """As Grounding DINO's processor: `text=["cat", "dog"]` with one image is that image's label list."""
+    from tests.conftest import bert_processor
+
+    processor = bert_processor(32)
+    image = Image.new("RGB", (40, 30))
+    flat = processor(images=image, text=["cat", "remote control"])
+    nested = processor(images=image, text=[["cat", "remote control"]])
+    assert (
+        flat["input_ids"].tolist()
+        == nested["input_ids"].tolist()
+        == [processor.tokenizer("cat. remote control")["input_ids"]]
+    )
+    two = processor(images=[image, image], text=["a cat", "a dog"])  # several images: one prompt each, as before
+    assert two["input_ids"].shape[0] == 2
+
+
+@pytest.mark.parametrize("label", ["[SEP]", "[CLS]", "[SEP] [PAD]"])
+def test_labels_of_special_tokens_only_are_refused(label: str) -> None:
+    from tests.conftest import bert_processor
+
+    processor = bert_processor(32)
+    with pytest.raises(ValueError, match=r"Label 1 .* has no word, only special tokens"):
+        processor.build_prompt(["cat", label])
+    with pytest.raises(ValueError, match="only special tokens"):
+        processor(images=Image.new("RGB", (40, 30)), text=[["cat", label]])
+    with pytest.raises(ValueError, match="only special tokens"):
+        processor.build_prompts(["cat", label])
+
+
+def test_auto_loading_picks_the_pil_image_processor_without_a_backend_warning(
+    small_processor: Glipv2Processor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    small_processor.save_pretrained(tmp_path)
+    logging.Logger.warning_once.cache_clear()  # transformers warns once per process
+    with caplog.at_level(logging.WARNING):
+        assert type(AutoImageProcessor.from_pretrained(tmp_path)) is Glipv2ImageProcessor
+        assert type(AutoProcessor.from_pretrained(tmp_path).image_processor) is Glipv2ImageProcessor
+    assert not [r for r in caplog.records if "backend" in r.getMessage()]

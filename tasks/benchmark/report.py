@@ -153,4 +153,34 @@ def write_markdown(path: Path, report: str) -> None:
     path.write_text((head or "# Benchmarks\n\n") + report)
 
 
-__all__ = ["GOALS", "format_value", "goal_table", "markdown_report", "write_markdown"]
+def batching_report(results: dict[str, Any]) -> str:
+    """The tables of `docs/batching.md`: per model and image, top-k agreement of the batch with the image alone."""
+    lines = ["## Measured numbers", "", f"{results['environment']}", ""]
+    for name, record in results["models"].items():
+        height, width = record["padded_batch_size"]
+        lines += [
+            f"### {name}",
+            "",
+            f"{record['description']}; the batch is padded to {height}x{width}. Goal: the same top-20 labels, scores "
+            "within 1% relative, boxes at IoU >= 0.99. The batch takes "
+            f"{record['masked_seconds']:.2f} s masked, {record['unmasked_seconds']:.2f} s unmasked.",
+            "",
+            "| image | padded alone | masked: same top-20 labels | max relative score difference | min IoU |"
+            " unmasked: same labels | max relative score difference | min IoU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for image, entry in record["images"].items():
+            cells = [image, "x".join(str(v) for v in entry["own_padded_size"])]
+            for key in ("masked", "unmasked"):
+                values = entry[key]
+                cells += [
+                    format_value(values["same_top_labels"]),
+                    f"{values['max_relative_score_difference']:.2e}",
+                    f"{values['min_iou']:.4f}",
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = ["GOALS", "batching_report", "format_value", "goal_table", "markdown_report", "write_markdown"]

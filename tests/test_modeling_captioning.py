@@ -57,6 +57,9 @@ def test_caption_overfit_greedy_and_beam_reproduce(processor: Glipv2Processor, t
     captioner = pipeline("image-text-to-text", model=str(tmp_path))
     out = captioner(images=scene("blue", "circle"), text="a", max_new_tokens=5)
     assert out[0]["generated_text"] == "a blue circle"
+    # without a prompt: the image-captioning pipeline starts from [CLS] alone, as generate with images only
+    unconditional = pipeline("image-captioning", model=str(tmp_path))
+    assert unconditional(scene("red"), max_new_tokens=6) == [{"generated_text": "a red square"}]
     with pytest.raises(ValueError, match="more than the text tower's limit of 256"):
         model.generate(image_memory=memory, max_new_tokens=300)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):

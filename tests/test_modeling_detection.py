@@ -247,6 +247,7 @@ def test_phrase_grounding_pipeline(trained: dict) -> None:
     by_phrase = grounder(_scene(), caption=caption, phrases=["red square", "blue circle"])
     by_span = grounder(_scene(), caption=caption, spans=[(0, 10), (12, 23)])
     assert by_phrase == by_span
+    assert grounder(_scene(), caption, phrases=["red square", "blue circle"]) == by_phrase  # caption positionally
     for item, gt in zip(by_phrase, GT_BOXES):
         box = item["boxes"][0]["box"]
         found = torch.tensor([[box["xmin"], box["ymin"], box["xmax"], box["ymax"]]])

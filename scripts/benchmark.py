@@ -37,7 +37,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from tasks.benchmark.measure import load_average, run_batching, run_benchmark, run_bf16_check  # noqa: E402
+from tasks.benchmark.batching import run_batching  # noqa: E402
+from tasks.benchmark.measure import load_average, run_benchmark, run_bf16_check  # noqa: E402
 from tasks.benchmark.report import batching_report, format_value, goal_table, markdown_report, write_markdown  # noqa: E402
 from tasks.benchmark.settings import DEFAULT_TRAINED_MODEL, Settings  # noqa: E402
 

@@ -3,12 +3,14 @@ with the padding masked (`glipv2/padding.py`) and without (the official behaviou
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import torch
 
 from glipv2.box_ops import box_iou
+from tasks.benchmark.settings import Settings
 
 # The goal: the same top-20 labels, scores within 1% relative, boxes at IoU >= 0.99.
 TOP_K = 20
@@ -99,4 +101,48 @@ def synthetic_scenes(data_dir: str) -> tuple[list[tuple[str, Any]], list[str]]:
     return scenes, [category["name"] for category in CATEGORIES]
 
 
-__all__ = ["PHOTO_LABELS", "TOP_K", "measure_batch_consistency", "photographs", "synthetic_scenes"]
+def run_batching(settings: Settings) -> dict[str, Any]:
+    """Batch consistency (`tasks.benchmark.batching`): the trained demo model on synthetic scenes of three sizes
+    (when `settings.trained_model` exists) and GLIP-T (random weights; tiny-random for smoke runs) on three photographs
+    at GLIP's test size."""
+    from glipv2 import Glipv2ForGrounding, Glipv2ImageProcessor, Glipv2Processor
+    from tasks.benchmark.measure import build_glip, environment, load_tokenizer
+
+    env = environment(settings)
+    results: dict[str, Any] = {
+        "environment": f"{env['date']}, {env['device']}, torch {env['torch']}, {env['threads']} threads",
+        "models": {},
+    }
+    trained = settings.trained_model
+    data_dir = os.path.join(os.path.dirname(os.path.abspath(trained)), "data") if trained else None
+    if trained and data_dir and os.path.isdir(data_dir):
+        model = Glipv2ForGrounding.from_pretrained(trained).eval().to(settings.device)
+        processor = Glipv2Processor.from_pretrained(trained)
+        settings_dict = {**processor.image_processor.to_dict(), "size": {"shortest_edge": 128, "longest_edge": 256}}
+        processor.image_processor = Glipv2ImageProcessor.from_dict(settings_dict)  # its own settings, wider images
+        scenes, labels = synthetic_scenes(data_dir)
+        record = measure_batch_consistency(model, processor, scenes, labels)
+        record["description"] = f"the trained demo model (scripts/demo.py), synthetic scenes, {len(labels)} labels"
+        results["models"]["demo model (trained)"] = record
+    model = build_glip(settings.smoke, settings.device)
+    size = (
+        {"shortest_edge": 128, "longest_edge": 213} if settings.smoke else {"shortest_edge": 800, "longest_edge": 1333}
+    )
+    processor = Glipv2Processor(
+        image_processor=Glipv2ImageProcessor(size=size), tokenizer=load_tokenizer(settings.tokenizer)
+    )
+    record = measure_batch_consistency(model, processor, photographs(), list(PHOTO_LABELS))
+    name = "tiny-random" if settings.smoke else "GLIP-T"
+    record["description"] = f"{name} with random weights, scikit-image photographs, {len(PHOTO_LABELS)} labels"
+    results["models"][f"{name} (random weights)"] = record
+    return results
+
+
+__all__ = [
+    "PHOTO_LABELS",
+    "TOP_K",
+    "measure_batch_consistency",
+    "photographs",
+    "run_batching",
+    "synthetic_scenes",
+]

@@ -1,15 +1,20 @@
-"""Evaluate a GLIPv2 checkpoint on a task dataset: print a table of metrics and write them as JSON.
+"""Evaluate a GLIPv2 checkpoint: a public benchmark under its official protocol, or a task on a dataset.
 
-    python scripts/evaluate_model.py --model CHECKPOINT --task detection --data-dir DATA --split val \\
+    python scripts/evaluate_model.py --model CHECKPOINT --benchmark coco --root DATA/coco --split val2017 \
+        --output-dir results/          # metrics JSON (+ the submission file of server-scored splits)
+    python scripts/evaluate_model.py --list-benchmarks
+    python scripts/evaluate_model.py --model CHECKPOINT --task detection --data-dir DATA --split val \
         --batch-size 8 --output results.json [--max-samples N]
 
-``CHECKPOINT`` is a folder with the model and its processor (``save_pretrained``). ``DATA`` follows the
-``tasks.synthetic`` layout (``annotations/instances_<split>.json``, ``images/<split>/``, ...); for other layouts
-give the files with ``--annotation-file``, ``--questions-file``, ``--image-dir`` (and ``--image-name-format`` for
-VQA). Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch``; add ``--cpu`` for gloo ranks on
-CPU) each evaluate a shard; predictions are gathered without duplicates and only the main process scores and
-writes. The JSON holds ``task``, ``model``, ``split``, ``num_samples``, ``num_processes`` and ``metrics``, and
-with ``--predictions`` the per-sample predictions go to a second file.
+``CHECKPOINT`` is a folder (or Hub id) with the model and its processor (``save_pretrained``). A benchmark reads
+its files by their official names under ``--root`` (``--list-benchmarks`` prints them; ``docs/evaluation.md``
+describes each protocol) and writes ``<output-dir>/<benchmark>_<split>_metrics.json``. With ``--task``, ``DATA``
+follows the ``tasks.synthetic`` layout (``annotations/instances_<split>.json``, ``images/<split>/``, ...); for other
+layouts give the files with ``--annotation-file``, ``--questions-file``, ``--image-dir`` (and
+``--image-name-format`` for VQA); the JSON holds ``task``, ``model``, ``split``, ``num_samples``,
+``num_processes`` and ``metrics``, and with ``--predictions`` the per-sample predictions go to a second file.
+Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch``; add ``--cpu`` for gloo ranks on CPU)
+each evaluate a shard; predictions are gathered without duplicates and only the main process scores and writes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from tasks.protocol import BenchmarkRun, all_benchmarks, get_benchmark, run_benchmark
 from tasks.registry import TASKS, get_task
 from tasks.spec import DataFiles, PredictOptions, TaskSpec
 
@@ -34,12 +40,16 @@ logger = logging.getLogger(__name__)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="checkpoint folder (model + processor)")
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--model", help="checkpoint folder or Hub id (model + processor)")
+    parser.add_argument("--benchmark", help="a public benchmark by name (see --list-benchmarks)")
+    parser.add_argument("--root", help="--benchmark: the dataset root its official file names are relative to")
+    parser.add_argument("--output-dir", help="--benchmark: folder for the metrics and submission files")
+    parser.add_argument("--list-benchmarks", action="store_true", help="print every benchmark, split and file")
+    parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--data-dir", help="dataset root in the tasks.synthetic layout")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", help="the split (default: val; a benchmark's first official split)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per process and step")
-    parser.add_argument("--output", required=True, help="JSON file for the metrics")
+    parser.add_argument("--output", help="--task: JSON file for the metrics")
     parser.add_argument("--predictions", help="optional JSON file for the per-sample predictions")
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N samples")
     parser.add_argument("--annotation-file", help="overrides the layout's annotation file")
@@ -51,8 +61,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-caption-tokens", type=int, default=PredictOptions.max_caption_tokens)
     parser.add_argument("--cpu", action="store_true", help="run on CPU (gloo ranks when launched multi-process)")
     args = parser.parse_args(argv)
+    if args.list_benchmarks:
+        return args
+    if args.model is None:
+        parser.error("give --model")
+    if (args.benchmark is None) == (args.task is None):
+        parser.error("give either --benchmark (a public benchmark) or --task (a dataset in the synthetic layout)")
+    if args.benchmark is not None:
+        if args.root is None or args.output_dir is None:
+            parser.error("--benchmark needs --root (the dataset root) and --output-dir")
+        return args
+    if args.output is None:
+        parser.error("--task needs --output (the metrics JSON)")
     if args.data_dir is None and (args.annotation_file is None or args.image_dir is None):
         parser.error("give --data-dir, or both --annotation-file and --image-dir")
+    args.split = args.split or "val"
     return args
 
 
@@ -83,13 +106,57 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, handle, indent=2)
 
 
+def list_benchmarks() -> str:
+    """Every benchmark: its task, splits (server-scored ones marked) and official files."""
+    lines = []
+    for name, benchmark in sorted(all_benchmarks().items()):
+        lines.append(f"{name} (task {benchmark.task})")
+        for split in benchmark.splits:
+            server = " [evaluation server: submission file only]" if split in benchmark.server_splits else ""
+            files = ", ".join(f"{key}={path}" for key, path in benchmark.files[split].items())
+            lines.append(f"  {split}{server}: {files}")
+    return "\n".join(lines)
+
+
+def evaluate_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    """`--benchmark`: runs it and prints its metrics and the files written."""
+    benchmark = get_benchmark(args.benchmark)
+    options = PredictOptions(args.threshold, args.max_detections, args.max_caption_tokens)
+    run = BenchmarkRun(
+        benchmark=benchmark,
+        model_dir=args.model,
+        root=args.root,
+        split=args.split or benchmark.splits[0],
+        output_dir=args.output_dir,
+        accelerator=accelerator,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        options=options,
+    )
+    result = run_benchmark(run)
+    if result is not None:
+        flat = {key: value for key, value in result.metrics.items() if isinstance(value, (int, float))}
+        if flat:
+            print(format_table(flat))
+        for name, path in result.files.items():
+            print(f"{name}: {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate (see the module docstring); returns the process exit status."""
     args = parse_args(argv)
+    if args.list_benchmarks:
+        print(list_benchmarks())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from glipv2 import Glipv2Processor
 
     accelerator = Accelerator(cpu=args.cpu)
+    if args.benchmark is not None:
+        evaluate_benchmark(args, accelerator)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return 0
     spec = get_task(args.task)
     model = spec.model_class().from_pretrained(args.model).to(accelerator.device)
     processor = Glipv2Processor.from_pretrained(args.model)

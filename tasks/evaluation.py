@@ -65,6 +65,38 @@ def gather_predictions(
     return [prediction for _, prediction in sorted(gathered, key=lambda item: item[0])]
 
 
+PredictFn = Callable[[Any, Any, list[dict[str, Any]], TaskData, PredictOptions], list[Prediction]]
+
+
+def predict_dataset(
+    predict: PredictFn,
+    accelerator: Accelerator,
+    model: Any,
+    processor: Any,
+    data: TaskData,
+    batch_size: int = 8,
+    options: PredictOptions | None = None,
+) -> list[Prediction] | None:
+    """``predict`` (a task's, or a benchmark's own) over every record of ``data``: the predictions in dataset
+    order on the main process, None elsewhere.
+
+    Call it on every process (predictions are gathered collectively). ``model`` (unwrapped, already on
+    ``accelerator.device``) runs in eval mode and gets its previous train/eval mode back afterwards; the
+    detection prompts' text features are cached for this run only.
+    """
+    from glipv2.pipelines_glipv2 import Glipv2TextCache
+
+    options = dataclasses.replace(options or PredictOptions(), text_cache=Glipv2TextCache())
+    was_training = model.training
+    model.eval()
+    try:
+        return gather_predictions(
+            accelerator, lambda records: predict(model, processor, records, data, options), data.dataset, batch_size
+        )
+    finally:
+        model.train(was_training)
+
+
 def run_evaluation(
     spec: TaskSpec,
     accelerator: Accelerator,
@@ -74,29 +106,13 @@ def run_evaluation(
     batch_size: int = 8,
     options: PredictOptions | None = None,
 ) -> tuple[dict[str, float], list[Prediction]] | None:
-    """Evaluate ``model`` on ``data``: ``(metrics, predictions)`` on the main process, None elsewhere.
-
-    Call it on every process (predictions are gathered collectively). ``model`` (unwrapped, already on
-    ``accelerator.device``) runs in eval mode and gets its previous train/eval mode back afterwards.
-    """
-    from glipv2.pipelines_glipv2 import Glipv2TextCache
-
+    """Evaluate ``model`` on ``data`` with the task's ``predict`` and ``score``: ``(metrics, predictions)`` on
+    the main process, None elsewhere (see [`predict_dataset`])."""
     metric = spec.load_metric() if accelerator.is_main_process else None
-    options = dataclasses.replace(options or PredictOptions(), text_cache=Glipv2TextCache())
-    was_training = model.training
-    model.eval()
-    try:
-        predictions = gather_predictions(
-            accelerator,
-            lambda records: spec.predict(model, processor, records, data, options),
-            data.dataset,
-            batch_size,
-        )
-    finally:
-        model.train(was_training)
+    predictions = predict_dataset(spec.predict, accelerator, model, processor, data, batch_size, options)
     if predictions is None:
         return None
     return spec.score(metric, predictions, data), predictions
 
 
-__all__ = ["gather_predictions", "run_evaluation"]
+__all__ = ["gather_predictions", "predict_dataset", "run_evaluation"]

@@ -138,6 +138,8 @@ class TaskSpec:
         model_config: `(training data) -> config entries` the training data sets (VQA: the answer vocabulary).
         adapt_model: `(model, checkpoint_dir) -> message` after a model is loaded from a checkpoint whose config
             differs (VQA: keep the weights of shared answers); returns a one-line report or None.
+        benchmarks: the public benchmarks the task is evaluated on under their official protocols
+            ([`tasks.protocol.Benchmark`]).
     """
 
     name: str
@@ -156,6 +158,7 @@ class TaskSpec:
     options: tuple[str, ...] = ()
     model_config: Callable[[TaskData], dict[str, Any]] = no_model_config
     adapt_model: Callable[[Any, str], str | None] | None = None
+    benchmarks: tuple[Any, ...] = ()
 
     @property
     def metric_path(self) -> str:

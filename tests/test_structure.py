@@ -19,7 +19,7 @@ from tests.conftest import tiny_config
 REPO = Path(__file__).resolve().parents[1]
 # The demo is excluded: its goals are stated per task (`tasks/demo.py` TARGETS), though it reads everything else
 # about a task from the specs.
-GENERIC_TASK_MODULES = ("multitask", "evaluation", "peft_utils", "publish", "recipe", "trainer", "spec")
+GENERIC_TASK_MODULES = ("multitask", "evaluation", "peft_utils", "publish", "recipe", "trainer", "spec", "protocol")
 
 
 def _imports(path: Path, package: str) -> set[str]:

@@ -152,6 +152,7 @@ def load_coco_detection(
     skip_invalid: bool = False,
     verify_images: bool = False,
     report: SkipReport | None = None,
+    require_annotations: bool = True,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, list[dict[str, Any]]]:
     """Load a COCO instances JSON as one record per image.
 
@@ -164,6 +165,8 @@ def load_coco_detection(
         verify_images: also check that every image decodes -- up front, or with ``streaming`` as each record is
             produced. Without it, only that each image file exists is checked (always up front).
         report: a :class:`~tasks.common.SkipReport` that receives the skipped-record counts.
+        require_annotations: False for an image-info file without ``annotations`` (COCO test-dev's
+            ``image_info_test-dev2017.json``): its images load with no objects.
 
     Returns:
         ``(dataset, categories)``. Records: ``image`` (lazily decoded PIL image), ``image_id``, ``file_name``,
@@ -174,6 +177,8 @@ def load_coco_detection(
     checker = RecordChecker(annotation_file)
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
+    if not require_annotations and isinstance(data, dict) and "annotations" not in data:
+        data = {**data, "annotations": []}
     categories = parse_categories(data, checker)
     images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images and not streaming)
     grouped = parse_annotations(

@@ -9,6 +9,7 @@ from typing import Any
 
 from tasks.collate import load_rgb
 from tasks.common import read_json
+from tasks.detection.benchmarks import BENCHMARKS
 from tasks.detection.coco import load_coco_detection
 from tasks.detection.collator import DetectionCollator, FixedPromptDetectionCollator
 from tasks.spec import DataFiles, HubCard, Prediction, PredictOptions, ShowcaseEntry, TaskData, TaskSpec
@@ -25,7 +26,7 @@ def restrict_coco_ground_truth(ground_truth: dict[str, Any], image_ids: Sequence
     return {
         **ground_truth,
         "images": [image for image in ground_truth["images"] if image["id"] in keep],
-        "annotations": [annotation for annotation in ground_truth["annotations"] if annotation["image_id"] in keep],
+        "annotations": [a for a in ground_truth.get("annotations", []) if a["image_id"] in keep],
     }
 
 
@@ -172,6 +173,7 @@ TASK = TaskSpec(
     pipelines=("open-vocabulary-detection", "zero-shot-object-detection", "object-detection"),
     showcase=showcase,
     options=("num_negatives", "fixed_prompt"),
+    benchmarks=BENCHMARKS,
 )
 
 __all__ = ["TASK", "restrict_coco_ground_truth"]

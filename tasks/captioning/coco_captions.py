@@ -37,6 +37,7 @@ def load_coco_captions(
     skip_invalid: bool = False,
     verify_images: bool = False,
     report: SkipReport | None = None,
+    require_annotations: bool = True,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load a COCO captions JSON (``captions_train2017.json`` format) as one record per image.
 
@@ -45,6 +46,7 @@ def load_coco_captions(
             (``id``, ``image_id``, ``caption``).
         image_dir: folder the ``file_name`` entries are relative to.
         streaming, skip_invalid, verify_images, report: as in :func:`tasks.detection.load_coco_detection`.
+        require_annotations: False for an image-info file without ``annotations`` (``image_info_test2014.json``).
 
     Returns:
         Records: ``image``, ``image_id``, ``file_name``, ``captions`` (annotation order), ``caption_ids``.
@@ -53,6 +55,8 @@ def load_coco_captions(
     checker = RecordChecker(annotation_file)
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
+    if not require_annotations and isinstance(data, dict) and "annotations" not in data:
+        data = {**data, "annotations": []}
     images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images and not streaming)
     captions: dict[int, list[tuple[int, str]]] = {image_id: [] for image_id in images}
     seen: set[int] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.captioning.benchmarks import BENCHMARKS
 from tasks.captioning.coco_captions import load_coco_captions
 from tasks.captioning.collator import CaptionCollator
 from tasks.collate import load_rgb
@@ -96,6 +97,7 @@ TASK = TaskSpec(
     ),
     pipelines=("image-captioning", "image-text-to-text"),
     showcase=showcase,
+    benchmarks=BENCHMARKS,
 )
 
 __all__ = ["TASK"]

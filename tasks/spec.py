@@ -28,7 +28,7 @@ class DataFiles:
     """
 
     image_dir: str
-    annotation_file: str
+    annotation_file: str | None
     questions_file: str | None = None
     image_name_format: str | None = None
 

@@ -12,17 +12,21 @@ import torch
 from tasks.collate import load_rgb
 from tasks.spec import DataFiles, HubCard, Prediction, PredictOptions, ShowcaseEntry, TaskData, TaskSpec
 from tasks.synthetic import split_paths
+from tasks.vqa.benchmarks import BENCHMARKS
 from tasks.vqa.collator import VqaCollator
 from tasks.vqa.vqav2 import build_answer_vocab, load_vqa
 
 
 def load(files: DataFiles, max_samples: int | None = None, **options: Any) -> TaskData:
-    """VQAv2 questions + annotations -> one record per question, and the answer vocabulary of those records."""
+    """VQAv2 questions + annotations -> one record per question, and the answer vocabulary of those records.
+
+    Without an annotation file (None or "": a test split) the records have no answers. Loader options: those of
+    `load_vqa` (`skip_invalid`, `verify_images`, `report`, `official_eval`, ...)."""
     if files.questions_file is None:
         raise ValueError(f"VQA needs a questions file besides {files.annotation_file} (DataFiles.questions_file).")
     if files.image_name_format is not None:
         options["image_name_format"] = files.image_name_format
-    dataset = load_vqa(files.questions_file, files.annotation_file, files.image_dir, **options)
+    dataset = load_vqa(files.questions_file, files.annotation_file or None, files.image_dir, **options)
     if max_samples is not None and max_samples < len(dataset):
         dataset = dataset.select(range(max_samples))
     return TaskData(dataset=dataset, answers=build_answer_vocab(dataset))
@@ -96,7 +100,8 @@ def adapt_answers(model: Any, checkpoint_dir: str) -> str | None:
 def predict(
     model: Any, processor: Any, records: list[dict[str, Any]], data: TaskData, options: PredictOptions
 ) -> list[Prediction]:
-    """The highest-scoring answer of ``model.config.id2label`` per question."""
+    """The highest-scoring answer of ``model.config.id2label`` per question; its references are the annotators'
+    raw answers (the official scorer normalises them), with the question's answer and question types."""
     images = [load_rgb(record["image"]) for record in records]
     inputs = processor(images=images, text=[record["question"] for record in records], return_tensors="pt")
     inputs = inputs.to(model.device)
@@ -107,15 +112,17 @@ def predict(
         {
             "question_id": int(record["question_id"]),
             "answer": id2label[int(index)],
-            "references": list(record["answers"]),
+            "references": list(record["raw_answers"]),
             "answer_type": record.get("answer_type", ""),
+            "question_type": record.get("question_type", ""),
         }
         for record, index in zip(records, logits.argmax(-1).tolist())
     ]
 
 
 def score(metric: Any, predictions: list[Prediction], data: TaskData) -> dict[str, float]:
-    """Official VQAv2 accuracy, overall and per answer type."""
+    """Official VQAv2 accuracy (`vqaEval.py`) against the raw annotator answers: `accuracy` and `accuracy_<answer
+    type>`, fractions (the benchmark `vqav2` adds the official per-question-type report)."""
     answer_types = [prediction["answer_type"] for prediction in predictions]
     return metric.compute(
         predictions=[prediction["answer"] for prediction in predictions],
@@ -171,6 +178,7 @@ TASK = TaskSpec(
     showcase=showcase,
     model_config=model_config,
     adapt_model=adapt_answers,
+    benchmarks=BENCHMARKS,
 )
 
 __all__ = ["TASK", "adapt_answers"]

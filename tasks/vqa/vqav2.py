@@ -3,7 +3,11 @@
 Soft scores: the target score of an answer is its official VQA accuracy, i.e. the mean over the 10 choose-9
 annotator subsets of ``min(1, #matches / 3)`` computed on normalised answers (as MMF's ``VQAAnswerProcessor.
 compute_answers_scores`` does). We do not use bottom-up-attention's ``min(1, 0.3 * count)`` approximation, so a
-model trained on these targets optimises exactly the metric reported by ``tasks/metrics/vqa_accuracy``.
+model trained on these targets optimises the metric reported by ``tasks/metrics/vqa_accuracy``.
+
+Evaluation does not use these normalised answers: each record also keeps ``raw_answers``, the annotators' answers
+exactly as in the annotations file, and the metric normalises them as the official ``vqaEval.py`` does (only for
+questions whose annotators disagree, together with the prediction).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ VQA_FEATURES = datasets.Features(
         "answer_type": datasets.Value("string"),
         "multiple_choice_answer": datasets.Value("string"),
         "answers": datasets.List(datasets.Value("string")),
+        "raw_answers": datasets.List(datasets.Value("string")),
         "answer_scores": {
             "answer": datasets.List(datasets.Value("string")),
             "score": datasets.List(datasets.Value("float64")),
@@ -51,25 +56,44 @@ def answer_soft_scores(answers: list[str]) -> dict[str, float]:
     return {answer: leave_one_out_accuracy(answer, answers) for answer in sorted(set(answers))}
 
 
-def _parse_annotation(entry: Any, checker: RecordChecker) -> dict[str, Any]:
+def _parse_annotation(entry: Any, checker: RecordChecker, official_eval: bool = False) -> dict[str, Any]:
     question_id = checker.get(entry, "question_id", int, "annotation with no question_id")
     record = f"question id={question_id}"
-    raw_answers = checker.get(entry, "answers", list, record)
-    if not raw_answers:
+    answer_entries = checker.get(entry, "answers", list, record)
+    if not answer_entries:
         raise checker.fail(record, "answers", "empty answer list")
-    answers = [normalize_answer(checker.text(answer, "answer", record)) for answer in raw_answers]
-    if not all(answers):
+    if official_eval:  # scored as the official code does, whatever the text: any string is an answer
+        raw_answers = [checker.get(answer, "answer", str, record) for answer in answer_entries]
+    else:
+        raw_answers = [checker.text(answer, "answer", record) for answer in answer_entries]
+    answers = [normalize_answer(answer) for answer in raw_answers]
+    if not official_eval and not all(answers):
         raise checker.fail(record, "answers", "an answer is empty after normalisation")
+    types = {}
+    for key in ("question_type", "answer_type"):
+        if official_eval or key in entry:  # the official report groups by both; elsewhere they are optional
+            types[key] = checker.get(entry, key, str, record)
     return {
         "question_id": question_id,
         "answers": answers,
-        "multiple_choice_answer": normalize_answer(checker.text(entry, "multiple_choice_answer", record)),
-        "question_type": entry.get("question_type", ""),
-        "answer_type": entry.get("answer_type", ""),
+        "raw_answers": raw_answers,
+        "multiple_choice_answer": normalize_answer(
+            checker.get(entry, "multiple_choice_answer", str, record)
+            if official_eval
+            else checker.text(entry, "multiple_choice_answer", record)
+        ),
+        "question_type": types.get("question_type", ""),
+        "answer_type": types.get("answer_type", ""),
     }
 
 
-EMPTY_ANNOTATION = {"answers": [], "multiple_choice_answer": "", "question_type": "", "answer_type": ""}
+EMPTY_ANNOTATION = {
+    "answers": [],
+    "raw_answers": [],
+    "multiple_choice_answer": "",
+    "question_type": "",
+    "answer_type": "",
+}
 
 
 def _answer_fields(annotation: dict[str, Any], vocab_index: dict[str, int]) -> dict[str, Any]:
@@ -81,6 +105,7 @@ def _answer_fields(annotation: dict[str, Any], vocab_index: dict[str, int]) -> d
         "answer_type": annotation["answer_type"],
         "multiple_choice_answer": annotation["multiple_choice_answer"],
         "answers": annotation["answers"],
+        "raw_answers": annotation["raw_answers"],
         "answer_scores": {"answer": list(scores), "score": list(scores.values())},
         "label_ids": list(labels),
         "label_scores": list(labels.values()),
@@ -88,7 +113,7 @@ def _answer_fields(annotation: dict[str, Any], vocab_index: dict[str, int]) -> d
 
 
 def _read_annotations(
-    annotations_file: str | os.PathLike, skip_invalid: bool, report: SkipReport
+    annotations_file: str | os.PathLike, skip_invalid: bool, report: SkipReport, official_eval: bool = False
 ) -> tuple[dict[int, dict[str, Any]], set[int]]:
     """Valid annotations by question id, and the ids of the skipped ones (already counted in ``report``)."""
     checker = RecordChecker(annotations_file)
@@ -96,7 +121,7 @@ def _read_annotations(
     seen: set[int] = set()
 
     def parse(entry: Any) -> dict[str, Any]:
-        parsed = _parse_annotation(entry, checker)
+        parsed = _parse_annotation(entry, checker, official_eval)
         checker.unique(seen, parsed["question_id"], f"question id={parsed['question_id']}", "question_id")
         return parsed
 
@@ -115,6 +140,7 @@ def load_vqa(
     skip_invalid: bool = False,
     verify_images: bool = False,
     report: SkipReport | None = None,
+    official_eval: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load VQAv2 as one record per question.
 
@@ -126,10 +152,16 @@ def load_vqa(
         image_name_format: file name of an image, formatted with ``image_id`` and the questions file's
             ``data_subtype``; the default is COCO's ``COCO_val2014_000000397133.jpg`` pattern.
         streaming, skip_invalid, verify_images, report: as in :func:`tasks.detection.load_coco_detection`.
+        official_eval: the records are scored under the official protocol, not trained on: every annotation must
+            have string ``answer_type`` and ``question_type`` (the official report groups by them), and any string
+            is an annotator answer (one that normalises to nothing, e.g. "the" or "?", is kept, its normalised
+            answer ""), where training data rejects such an answer.
 
     Returns:
         Records: ``image``, ``image_id``, ``question_id``, ``question``, ``question_type``, ``answer_type``,
-        ``multiple_choice_answer``, ``answers`` (the annotators' answers, normalised), ``answer_scores``
+        ``multiple_choice_answer``, ``answers`` (the annotators' answers, normalised: the training answers),
+        ``raw_answers`` (the annotators' answers exactly as in the file: the references of the official scoring),
+        ``answer_scores``
         (``{answer, score}`` per distinct answer, see the module docstring), ``label_ids``/``label_scores``
         (vocabulary indices and scores of the answers in ``answer_vocab``; empty without one).
     """
@@ -140,7 +172,7 @@ def load_vqa(
     data_subtype = data.get("data_subtype", "")
     annotations, rejected = None, set()
     if annotations_file is not None:
-        annotations, rejected = _read_annotations(annotations_file, skip_invalid, report)
+        annotations, rejected = _read_annotations(annotations_file, skip_invalid, report, official_eval)
     vocab_index = {answer: index for index, answer in enumerate(answer_vocab or [])}
     seen: set[int] = set()
 

@@ -17,7 +17,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tasks_test_utils import METRICS, REPO_ROOT
 
-from tasks.metrics.vqa_accuracy.vqa_normalization import normalize_answer, official_vqa_accuracy
+from tasks.metrics.vqa_accuracy.vqa_normalization import (
+    normalize_answer,
+    official_vqa_accuracy,
+    process_punctuation,
+)
 
 
 def load_metric(name: str) -> evaluate.Metric:
@@ -167,8 +171,8 @@ def test_vqa_normalisation_matches_official_rules() -> None:
 def test_vqa_accuracy_by_hand() -> None:
     metric = load_metric("vqa_accuracy")
     answers = ["2", "two", "2", "3", "2", "2", "1", "2", "3", "2"]
-    # gt answers disagree, so they get processPunctuation only: "two" stays "two"; "2" appears 6 times.
-    # leaving out one of the six "2": 5 matches -> 1; leaving out another: 6 matches -> 1  => 1.0
+    # gt answers disagree, so they and the prediction are normalised: "two" -> "2", which appears 7 times.
+    # leaving out one of the seven "2": 6 matches -> 1; leaving out another: 7 matches -> 1  => 1.0
     assert official_vqa_accuracy("two", answers) == 1.0
     # "3" appears twice: leaving out a "3" -> 1/3 (2 cases); else 2/3 (8 cases) => (2/3 + 16/3) / 10 = 0.6
     assert official_vqa_accuracy("3", answers) == pytest.approx(0.6)
@@ -183,6 +187,31 @@ def test_vqa_accuracy_by_hand() -> None:
     assert result["accuracy"] == pytest.approx((0.6 + 1.0 + 0.6 + 1.0) / 4)
     assert result["accuracy_other"] == pytest.approx(0.8)
     assert result["accuracy_number"] == pytest.approx(0.6)
+    assert "official" not in result
+
+
+def test_vqa_accuracy_follows_the_official_vqaeval() -> None:
+    metric = load_metric("vqa_accuracy")
+    # ten identical answers are compared unnormalised, the prediction too (whitespace aside)
+    assert official_vqa_accuracy("yes", ["Yes"] * 10) == 0.0 and official_vqa_accuracy(" Yes\n", ["Yes"] * 10) == 1.0
+    assert official_vqa_accuracy("2", ["two"] * 10) == 0.0 and official_vqa_accuracy("2", ["2", "two"] * 5) == 1.0
+    # at most 32 periods are stripped (re.UNICODE passed as sub's count): 40 leave 8
+    assert process_punctuation("a" + "." * 40) == "a" + "." * 8 and process_punctuation("3.5.") == "3.5"
+    result = metric.compute(
+        predictions=["2", "yes", "no"],
+        references=[["two"] * 9 + ["3"], ["yes"] * 10, ["yes"] * 10],
+        answer_types=["number", "yes/no", "yes/no"],
+        question_types=["how many", "is the", "is it"],
+    )
+    # "2" against nine "two" and a "3" (normalised, as they disagree): always >= 3 matches => 1.0
+    assert result["accuracy"] == pytest.approx(2 / 3) and result["accuracy_yes/no"] == 0.5
+    assert result["official"] == {
+        "overall": 66.67,
+        "perQuestionType": {"how many": 100.0, "is the": 100.0, "is it": 0.0},
+        "perAnswerType": {"number": 100.0, "yes/no": 50.0},
+    }
+    with pytest.raises(ValueError, match="no ground-truth answers"):
+        metric.compute(predictions=["yes"], references=[[]])
 
 
 def test_caption_metrics_equal_pycocoevalcap() -> None:

@@ -29,8 +29,10 @@ def test_records_and_soft_scores(image_dir: Path) -> None:
         "number",
         "2",
     )
-    # "two" is normalised to "2": seven "2", two "3", one "1"
+    # "two" is normalised to "2": seven "2", two "3", one "1" (the training answers)
     assert first["answers"] == ["2", "2", "2", "3", "2", "2", "1", "2", "3", "2"]
+    # the raw answers, exactly as in the file, are what evaluation scores against
+    assert first["raw_answers"] == ["2", "two", "2", "3", "2", "2", "1", "2", "3", "2"]
     # by hand (10-choose-9 mean of min(1, matches / 3)): "2" -> 1; "3" -> (2 * 1/3 + 8 * 2/3) / 10 = 0.6;
     # "1" -> (1 * 0 + 9 * 1/3) / 10 = 0.3
     assert first["answer_scores"]["answer"] == ["1", "2", "3"]
@@ -63,6 +65,39 @@ def test_answer_vocab_round_trip_and_labels(image_dir: Path, tmp_path: Path) -> 
 def test_unannotated_test_split(image_dir: Path) -> None:
     dataset = load_vqa(QUESTIONS, None, image_dir)
     assert dataset[0]["answers"] == [] and dataset[0]["answer_scores"] == {"answer": [], "score": []}
+    assert dataset[0]["raw_answers"] == [] and dataset[0]["answer_type"] == ""
+
+
+def test_raw_answers_are_kept_verbatim(image_dir: Path, write_variant: WriteVariant) -> None:
+    raw = ["Two\n", " the  2 ", "2.", "TWO", "two", "2", "2", "3", "2", "2"]
+    path = write_variant("vqa_annotations.json", set_key(("annotations", 0, "answers"), [{"answer": a} for a in raw]))
+    record = load_vqa(QUESTIONS, path, image_dir)[0]
+    assert record["raw_answers"] == raw and record["answers"] == ["2"] * 7 + ["3", "2", "2"]
+    assert dict(zip(record["answer_scores"]["answer"], record["answer_scores"]["score"])) == pytest.approx(
+        {"2": 1.0, "3": 0.3}
+    )
+
+
+def test_official_eval_keeps_answers_that_normalise_to_nothing(image_dir: Path, write_variant: WriteVariant) -> None:
+    """Training data rejects an answer like "the" or "?"; the official scoring counts it as any other answer."""
+    answers = [{"answer": a} for a in ["the", "?", "yes", "yes", "yes", "yes", "yes", "yes", "yes", " "]]
+    path = write_variant("vqa_annotations.json", set_key(("annotations", 1, "answers"), answers))
+    with pytest.raises(Glipv2DataError, match="question id=397133001"):
+        load_vqa(QUESTIONS, path, image_dir)
+    record = load_vqa(QUESTIONS, path, image_dir, official_eval=True)[1]
+    assert record["raw_answers"] == [a["answer"] for a in answers]
+    assert record["answers"] == ["", ""] + ["yes"] * 7 + [""]
+
+
+@pytest.mark.parametrize("key", ["answer_type", "question_type"])
+def test_answer_and_question_types(image_dir: Path, write_variant: WriteVariant, key: str) -> None:
+    missing = write_variant("vqa_annotations.json", delete_key(("annotations", 2, key)))
+    assert load_vqa(QUESTIONS, missing, image_dir)[2][key] == ""  # optional for training data
+    with pytest.raises(Glipv2DataError, match=rf"question id=37777000: field '{key}': missing key"):
+        load_vqa(QUESTIONS, missing, image_dir, official_eval=True)  # the official report groups by it
+    wrong = write_variant("vqa_annotations.json", set_key(("annotations", 2, key), 3))
+    with pytest.raises(Glipv2DataError, match=rf"question id=37777000: field '{key}': expected str, got int"):
+        load_vqa(QUESTIONS, wrong, image_dir)
 
 
 BAD_ANNOTATIONS = [

@@ -1,14 +1,24 @@
 """The official VQA answer normalisation and accuracy (VQA PythonEvaluationTools, ``vqaEval.py``).
 
-The normalisation tables below are the official ones: punctuation handling (``processPunctuation``) and number
-words, articles and contractions (``processDigitArticle``). Used by the ``vqa_accuracy`` metric and by the VQAv2
-loader's soft scores, so training targets and evaluation agree.
+Followed: GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at commit
+``a013f0043c1e2cdc995922dfe257f7149aa9af06`` ("Fixed processing answers bug", 2021-03-11, the repository's latest):
+https://github.com/GT-Vision-Lab/VQA/blob/a013f0043c1e2cdc995922dfe257f7149aa9af06/PythonEvaluationTools/vqaEvaluation/vqaEval.py
+
+The tables below are the official ones: punctuation handling (``processPunctuation``) and number words, articles
+and contractions (``processDigitArticle``). :func:`official_vqa_accuracy` scores one question exactly as
+``VQAEval.evaluate`` does and :func:`official_vqa_report` aggregates as ``VQAEval.setAccuracy``. The VQAv2 loader
+uses :func:`normalize_answer` for its training targets (soft scores over normalised answers); evaluation passes the
+annotators' raw answers, whose normalisation is the official scorer's business.
+
+The official code is Python 2.7; this port runs the same regular expressions as Python 3 ``str`` patterns (so
+``\\d`` also matches non-ASCII decimal digits), as the usual Python 3 ports of ``vqaEval.py`` do.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 CONTRACTIONS = {
     "aint": "ain't",
@@ -174,17 +184,22 @@ PUNCTUATION = (
 # a negative lookahead: a period is removed unless a digit follows it.
 PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+# The official `periodStrip.sub("", outText, re.UNICODE)` passes the flag as sub's third positional argument,
+# the count: at most int(re.UNICODE) == 32 periods are removed (the leftmost ones).
+PERIOD_STRIP_COUNT = int(re.UNICODE)
 
 
 def process_punctuation(text: str) -> str:
-    """Official ``processPunctuation``: drop or space out punctuation, strip periods not followed by a digit."""
+    """Official ``processPunctuation``: each mark is deleted when it touches a space in the input, or when the input
+    has a digit-comma-digit anywhere (``commaStrip`` is only searched, never substituted), and is otherwise replaced
+    by a space; then at most 32 periods not followed by a digit are deleted (see ``PERIOD_STRIP_COUNT``)."""
     out = text
     for mark in PUNCTUATION:
         if (mark + " " in text or " " + mark in text) or COMMA_STRIP.search(text) is not None:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return PERIOD_STRIP.sub("", out)
+    return PERIOD_STRIP.sub("", out, count=PERIOD_STRIP_COUNT)
 
 
 def process_digit_article(text: str) -> str:
@@ -200,29 +215,66 @@ def clean_whitespace(text: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """The full official normalisation: whitespace, punctuation, then digits/articles/contractions."""
+    """The full official normalisation: whitespace, punctuation, then digits/articles/contractions (the VQAv2
+    loader's training answers; the official scorer applies it only to questions whose annotators disagree)."""
     return process_digit_article(process_punctuation(clean_whitespace(text)))
 
 
 def leave_one_out_accuracy(answer: str, annotator_answers: Sequence[str]) -> float:
-    """Mean over the 10-choose-9 annotator subsets of ``min(1, #matches / 3)``; inputs compared as given."""
+    """Mean over the annotators of ``min(1, #matches among the others / 3)``, leaving out exactly one entry each
+    time (10 choose 9 for VQAv2's ten answers); inputs compared as given.
+
+    The official loop removes the entries equal to the left-out answer *record* (``item != gtAnsDatum``, a dict
+    with ``answer_id``): exactly one entry for the distributed files, whose ``answer_id`` are distinct.
+    """
     accuracies = []
     for held_out in range(len(annotator_answers)):
-        others = annotator_answers[:held_out] + annotator_answers[held_out + 1 :]
-        accuracies.append(min(1.0, sum(other == answer for other in others) / 3))
-    return sum(accuracies) / len(accuracies) if accuracies else 0.0
+        others = [other for index, other in enumerate(annotator_answers) if index != held_out]
+        accuracies.append(min(1, float(sum(1 for other in others if other == answer)) / 3))
+    return float(sum(accuracies)) / len(accuracies) if accuracies else 0.0
 
 
 def official_vqa_accuracy(prediction: str, annotator_answers: Sequence[str]) -> float:
-    """VQA accuracy of one prediction exactly as the official ``VQAEval.evaluate``.
+    """VQA accuracy (a fraction in [0, 1]) of one prediction against the annotators' RAW answers, exactly as the
+    official ``VQAEval.evaluate``:
 
-    The prediction is always fully normalised (whitespace, punctuation, digits/articles); the ground-truth answers
-    get ``processPunctuation`` only, and only when the annotators disagree (``len(set(answers)) > 1``) -- the
-    official code's behaviour (GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``), kept so
-    numbers match the evaluation server.
+    1. newlines and tabs become spaces and both ends are stripped, in the prediction and every answer;
+    2. only when those answers are not all identical (``len(set(answers)) > 1``) do the answers AND the prediction
+       get ``processPunctuation`` then ``processDigitArticle``; ten identical answers are compared unnormalised
+       (a prediction "Yes" against ten "yes" scores 0);
+    3. leave-one-out over the answers (:func:`leave_one_out_accuracy`): ``min(1, matches / 3)``, averaged.
+
+    Raises ValueError for an empty answer list (the official code divides by zero there).
     """
-    resolved = normalize_answer(prediction)
-    answers = list(annotator_answers)
+    answers = [clean_whitespace(answer) for answer in annotator_answers]
+    if not answers:
+        raise ValueError("a question has no ground-truth answers: the VQA accuracy needs the annotators' answers")
+    resolved = clean_whitespace(prediction)
     if len(set(answers)) > 1:
-        answers = [process_punctuation(answer) for answer in answers]
+        answers = [process_digit_article(process_punctuation(answer)) for answer in answers]
+        resolved = process_digit_article(process_punctuation(resolved))
     return leave_one_out_accuracy(resolved, answers)
+
+
+def official_vqa_report(
+    scores: Sequence[float], answer_types: Sequence[str], question_types: Sequence[str], n: int = 2
+) -> dict[str, Any]:
+    """The official ``VQAEval.accuracy`` (``setAccuracy``) of per-question accuracies: ``overall``,
+    ``perQuestionType`` and ``perAnswerType`` in PERCENT, each the mean in question order, ``round(100 * mean, n)``
+    (``n=2`` as ``vqaEvalDemo.py``)."""
+    if not scores:
+        raise ValueError("no questions to report on")
+
+    def percent(values: list[float]) -> float:
+        return round(100 * float(sum(values)) / len(values), n)
+
+    by_question_type: dict[str, list[float]] = {}
+    by_answer_type: dict[str, list[float]] = {}
+    for score, answer_type, question_type in zip(scores, answer_types, question_types, strict=True):
+        by_question_type.setdefault(question_type, []).append(score)
+        by_answer_type.setdefault(answer_type, []).append(score)
+    return {
+        "overall": percent(list(scores)),
+        "perQuestionType": {name: percent(values) for name, values in by_question_type.items()},
+        "perAnswerType": {name: percent(values) for name, values in by_answer_type.items()},
+    }

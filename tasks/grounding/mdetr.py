@@ -10,10 +10,12 @@ import datasets
 from tasks.common import RecordChecker, SkipReport, finish_dataset, image_fields, read_json
 from tasks.detection.coco import columns, parse_annotations, parse_images
 
+SPANS = datasets.List(datasets.List(datasets.Value("int64"), length=2))
+
 GROUNDING_OBJECT_FEATURES = {
     "id": datasets.List(datasets.Value("int64")),
     "bbox": datasets.List(datasets.List(datasets.Value("float64"), length=4)),
-    "tokens_positive": datasets.List(datasets.List(datasets.List(datasets.Value("int64"), length=2))),
+    "tokens_positive": datasets.List(SPANS),
     "phrase_ids": datasets.List(datasets.Value("int64")),
     "category_id": datasets.List(datasets.Value("int64")),
 }
@@ -27,15 +29,29 @@ GROUNDING_FEATURES = datasets.Features(
         "height": datasets.Value("int32"),
         "caption": datasets.Value("string"),
         "objects": GROUNDING_OBJECT_FEATURES,
+        "tokens_positive_eval": datasets.List(SPANS),
+        "sentence_id": datasets.Value("int64"),
+        "original_img_id": datasets.Value("int64"),
     }
 )
 
-# Stored for fields a file does not carry (MDETR RefCOCO has no phrase_ids; Flickr30k has no category_id).
+# Stored for fields a file does not carry (MDETR RefCOCO has no phrase_ids; Flickr30k has no category_id; only
+# Flickr30k has sentence_id and original_img_id).
 MISSING_ID = -1
+_IMAGE_IDS = ("sentence_id", "original_img_id")
 
 
-def _image_caption(entry: dict[str, Any], record: str, checker: RecordChecker) -> dict[str, Any]:
-    return {"caption": checker.text(entry, "caption", record)}
+def _image_entry(entry: dict[str, Any], record: str, checker: RecordChecker) -> dict[str, Any]:
+    caption = checker.text(entry, "caption", record)
+    mentions = entry.get("tokens_positive_eval", [])
+    if not isinstance(mentions, list):
+        raise checker.fail(record, "tokens_positive_eval", f"expected a list of span lists, got {mentions!r}")
+    optional = {key: checker.get(entry, key, int, record) if key in entry else MISSING_ID for key in _IMAGE_IDS}
+    return {
+        "caption": caption,
+        "tokens_positive_eval": [checker.spans(spans, caption, record, "tokens_positive_eval") for spans in mentions],
+        **optional,
+    }
 
 
 def _grounding_fields(
@@ -45,6 +61,28 @@ def _grounding_fields(
     phrase_id = checker.get(entry, "phrase_ids", int, record) if "phrase_ids" in entry else MISSING_ID
     category_id = checker.get(entry, "category_id", int, record) if "category_id" in entry else MISSING_ID
     return {"tokens_positive": spans, "phrase_ids": phrase_id, "category_id": category_id}
+
+
+def _sizes_as_numbers(data: dict[str, Any]) -> None:
+    """MDETR's Flickr30k files store ``width`` / ``height`` as digit strings (read from the XML); read them as the
+    numbers they are. Anything else is left for the checks to reject."""
+    for entry in data.get("images") if isinstance(data.get("images"), list) else []:
+        if isinstance(entry, dict):
+            for key in ("width", "height"):
+                if isinstance(entry.get(key), str) and entry[key].strip().isdecimal():
+                    entry[key] = int(entry[key])
+
+
+def spans_overlap(first: list[list[int]], second: list[list[int]]) -> bool:
+    """Whether a character span of ``first`` overlaps one of ``second``."""
+    return any(b1 < e2 and b2 < e1 for b1, e1 in first for b2, e2 in second)
+
+
+def mention_boxes(mention: list[list[int]], objects: dict[str, list[Any]]) -> list[list[float]]:
+    """The xywh boxes that ground ``mention`` (one ``tokens_positive_eval`` entry): those whose ``tokens_positive``
+    overlap it. In MDETR's Flickr30k files a box's ``tokens_positive`` lists every mention of its entity, so this
+    gives each mention of "a boy ... he" the entity's boxes."""
+    return [box for box, spans in zip(objects["bbox"], objects["tokens_positive"]) if spans_overlap(mention, spans)]
 
 
 def load_mdetr_grounding(
@@ -59,7 +97,10 @@ def load_mdetr_grounding(
 
     The file is COCO-shaped: each ``images`` entry carries a ``caption``; each annotation a ``bbox`` (xywh) and
     ``tokens_positive``, a list of ``[begin, end)`` character spans into that caption; ``phrase_ids``
-    (Flickr30k) and ``category_id`` are optional.
+    (Flickr30k) and ``category_id`` are optional. MDETR's Flickr30k entries also carry ``tokens_positive_eval``
+    (one span list per evaluated mention, in sentence order: the phrases of the sentence that have a box),
+    ``sentence_id`` and ``original_img_id`` (the Flickr30k Entities sentence and image), and their sizes as
+    digit strings.
 
     Args:
         annotation_file: the MDETR JSON (e.g. ``final_flickr_separateGT_train.json``).
@@ -69,11 +110,13 @@ def load_mdetr_grounding(
     Returns:
         Records: ``image``, ``image_id``, ``file_name``, ``width``, ``height``, ``caption``, ``objects`` =
         ``{id, bbox (xywh float), tokens_positive (list of [begin, end]), phrase_ids, category_id}`` as parallel
-        lists, with ``-1`` (:data:`MISSING_ID`) for an absent ``phrase_ids`` / ``category_id``.
+        lists, with ``-1`` (:data:`MISSING_ID`) for an absent ``phrase_ids`` / ``category_id``;
+        ``tokens_positive_eval`` (empty when absent), ``sentence_id`` and ``original_img_id`` (``-1`` when absent).
     """
     checker = RecordChecker(annotation_file)
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
+    _sizes_as_numbers(data)
     images, declared = parse_images(
         data,
         checker,
@@ -81,7 +124,7 @@ def load_mdetr_grounding(
         skip_invalid,
         report,
         verify_images and not streaming,
-        extra=lambda entry, record: _image_caption(entry, record, checker),
+        extra=lambda entry, record: _image_entry(entry, record, checker),
     )
     grouped = parse_annotations(
         data,
@@ -97,6 +140,7 @@ def load_mdetr_grounding(
             **image_fields(image_id, image),
             "caption": image["caption"],
             "objects": columns(grouped[image_id], list(GROUNDING_OBJECT_FEATURES)),
+            **{key: image[key] for key in ("tokens_positive_eval", *_IMAGE_IDS)},
         }
         for image_id, image in images.items()
     ]

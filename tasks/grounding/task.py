@@ -9,8 +9,9 @@ import torch
 
 from glipv2.post_processing import post_process_grounding
 from tasks.collate import fit_caption, load_rgb, xywh_to_xyxy
+from tasks.grounding.benchmarks import BENCHMARKS
 from tasks.grounding.collator import GroundingCollator
-from tasks.grounding.mdetr import load_mdetr_grounding
+from tasks.grounding.mdetr import load_mdetr_grounding, mention_boxes
 from tasks.spec import DataFiles, HubCard, Prediction, PredictOptions, ShowcaseEntry, TaskData, TaskSpec
 from tasks.synthetic import split_paths
 
@@ -41,35 +42,45 @@ def _as_list(tensor: torch.Tensor) -> list:
 
 
 def caption_phrases(record: dict[str, Any]) -> tuple[list[list[list[int]]], list[list[list[float]]]]:
-    """The caption's phrases (distinct span lists, first-seen order) and each phrase's ground-truth xyxy boxes."""
+    """The caption's phrases (each a list of ``[begin, end]`` spans) and each phrase's ground-truth xyxy boxes.
+
+    With ``tokens_positive_eval`` (MDETR's Flickr30k files) a phrase is one mention, in sentence order, as MDETR,
+    GLIP and mmdet evaluate: "a boy" and "he" are two phrases with the same boxes (those whose
+    ``tokens_positive`` overlap the mention); a mention without a box is not evaluated, as the official evaluator
+    drops phrases without boxes. Without it, the distinct ``tokens_positive`` span lists, first-seen order.
+    """
     objects = record["objects"]
-    phrases: dict[tuple, list[list[float]]] = {}
+    mentions = record.get("tokens_positive_eval") or []
+    if mentions:
+        phrases = [(mention, mention_boxes(mention, objects)) for mention in mentions]
+        phrases = [(mention, xywh_to_xyxy(boxes)) for mention, boxes in phrases if boxes]
+        return [mention for mention, _ in phrases], [boxes for _, boxes in phrases]
+    grouped: dict[tuple, list[list[float]]] = {}
     for spans, box in zip(objects["tokens_positive"], xywh_to_xyxy(objects["bbox"])):
         if spans:
-            phrases.setdefault(tuple(tuple(span) for span in spans), []).append(box)
-    return [[list(span) for span in key] for key in phrases], list(phrases.values())
+            grouped.setdefault(tuple(tuple(span) for span in spans), []).append(box)
+    return [[list(span) for span in key] for key in grouped], list(grouped.values())
 
 
-def _ranked_boxes(result: dict[str, torch.Tensor], rows: list[int], num_phrases: int) -> list[list[list[float]]]:
-    """Per phrase, its boxes by decreasing score (top ``max(RECALL_KS)``); ``rows[k]`` is the phrase of label k,
-    and a phrase cut off with its caption gets no box (a miss)."""
-    ranked: list[list[list[float]]] = [[] for _ in range(num_phrases)]
-    for label, row in enumerate(rows):
-        ranked[row] = _as_list(result["boxes"][result["labels"] == label][: max(RECALL_KS)])
-    return ranked
-
-
-def predict(
-    model: Any, processor: Any, records: list[dict[str, Any]], data: TaskData, options: PredictOptions
-) -> list[Prediction]:
-    """Per caption phrase, the boxes ranked by the phrase's score (mean token probability x centerness, after the
-    official per-phrase NMS), the top ``max(RECALL_KS)`` kept, in original image pixels. A caption longer than
-    the text limit is cut and the phrases past the cut count as misses."""
+def ground_phrases(
+    model: Any,
+    processor: Any,
+    records: list[dict[str, Any]],
+    phrases: list[list[list[list[int]]]],
+    threshold: float = 0.0,
+    max_detections: int = -1,
+    top_k: int | None = max(RECALL_KS),
+) -> list[list[dict[str, list]]]:
+    """Per record, per phrase (``phrases[i]``: span lists into ``records[i]["caption"]``), its boxes ranked as GLIP
+    ranks a phrase: the caption is the prompt, a box's score is the mean probability of the phrase's tokens times
+    its centerness (``post_process_grounding``: candidates above ``threshold``, the official per-phrase NMS 0.6, the
+    best ``max_detections`` of the caption, ``<= 0``: all). Returns ``{"boxes": [[x0, y0, x1, y1], ...],
+    "scores": [...]}`` per phrase, best first, at most ``top_k`` (None: all), in original image pixels. A caption
+    longer than the text limit is cut and the phrases past the cut get no box (a miss)."""
     images = [load_rgb(record["image"]) for record in records]
-    phrases = [caption_phrases(record) for record in records]
     fitted = [
         fit_caption(processor.tokenizer, record["caption"], spans, model.config.max_text_length)
-        for record, (spans, _) in zip(records, phrases)
+        for record, spans in zip(records, phrases)
     ]
     captions = [caption for caption, _, _ in fitted]
     rows = [[row for row, keep in enumerate(keeps) if keep] for _, keeps, _ in fitted]
@@ -84,7 +95,9 @@ def predict(
     )
     positive_maps = [
         processor.positive_map(encoding, [spans[row] for row in kept], batch_index=index, text=captions[index])
-        for index, ((spans, _), kept) in enumerate(zip(phrases, rows))
+        if kept
+        else torch.zeros((0, encoding["input_ids"].shape[1]))
+        for index, (spans, kept) in enumerate(zip(phrases, rows))
     ]
     results = post_process_grounding(
         outputs.logits,
@@ -92,24 +105,43 @@ def predict(
         outputs.centerness,
         outputs.spatial_shapes,
         [positive_map.to(outputs.logits) for positive_map in positive_maps],
-        threshold=0.0,
-        max_detections=-1,
+        threshold=threshold,
+        max_detections=max_detections,
         target_sizes=[image.size[::-1] for image in images],
     )
-    predictions = []
-    for record, (spans, references), kept, result in zip(records, phrases, rows, results):
-        ranked = _ranked_boxes(result, kept, len(spans))
-        predictions.append(
-            {
-                "image_id": int(record["image_id"]),
-                "phrases": [{"boxes": boxes, "references": refs} for boxes, refs in zip(ranked, references)],
-            }
-        )
-    return predictions
+    ranked = []
+    for spans, kept, result in zip(phrases, rows, results):
+        per_phrase: list[dict[str, list]] = [{"boxes": [], "scores": []} for _ in spans]
+        for label, row in enumerate(kept):
+            mine = result["labels"] == label
+            boxes, scores = result["boxes"][mine], result["scores"][mine]
+            if top_k is not None:
+                boxes, scores = boxes[:top_k], scores[:top_k]
+            per_phrase[row] = {"boxes": _as_list(boxes), "scores": _as_list(scores)}
+        ranked.append(per_phrase)
+    return ranked
+
+
+def predict(
+    model: Any, processor: Any, records: list[dict[str, Any]], data: TaskData, options: PredictOptions
+) -> list[Prediction]:
+    """Per caption phrase ([`caption_phrases`]: one per mention in MDETR's Flickr30k files), the boxes ranked by
+    the phrase's score (mean token probability x centerness, after the official per-phrase NMS), every candidate
+    box considered and the top ``max(RECALL_KS)`` kept, in original image pixels. A caption longer than the text
+    limit is cut and the phrases past the cut count as misses."""
+    phrases = [caption_phrases(record) for record in records]
+    ranked = ground_phrases(model, processor, records, [spans for spans, _ in phrases])
+    return [
+        {
+            "image_id": int(record["image_id"]),
+            "phrases": [{"boxes": phrase["boxes"], "references": refs} for phrase, refs in zip(grounded, references)],
+        }
+        for record, (_, references), grounded in zip(records, phrases, ranked)
+    ]
 
 
 def score(metric: Any, predictions: list[Prediction], data: TaskData) -> dict[str, float]:
-    """Recall@1/5/10 over every phrase of every caption (any-box protocol, IoU >= 0.5)."""
+    """Recall@1/5/10 over every phrase (mention) of every caption (any-box protocol, IoU >= 0.5)."""
     phrases = [phrase for prediction in predictions for phrase in prediction["phrases"]]
     return metric.compute(
         predictions=[phrase["boxes"] for phrase in phrases],
@@ -162,6 +194,7 @@ TASK = TaskSpec(
     ),
     pipelines=("phrase-grounding",),
     showcase=showcase,
+    benchmarks=BENCHMARKS,
 )
 
-__all__ = ["RECALL_KS", "TASK", "caption_phrases"]
+__all__ = ["RECALL_KS", "TASK", "caption_phrases", "ground_phrases"]

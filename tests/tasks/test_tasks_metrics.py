@@ -158,6 +158,35 @@ def test_grounding_recall_by_hand() -> None:
     assert xywh["recall@1"] == 1.0
 
 
+def test_grounding_recall_upper_bound_phrase_types_and_giou_by_hand() -> None:
+    metric = load_metric("grounding_recall")
+    predictions = [
+        [[50, 50, 60, 60]] * 10 + [[0, 0, 10, 10]],  # found eleventh: only the upper bound (k = -1) counts it
+        [[1.8, 1.8, 11.8, 11.8]],  # IoU 67.24 / 132.76 = 0.5065; GIoU 0.5065 - (139.24 - 132.76) / 139.24 = 0.4599
+        [],  # nothing predicted: a miss
+    ]
+    references = [[[0, 0, 10, 10]]] * 3
+    types = [["people"], ["people", "clothing"], ["clothing"]]  # a phrase counts towards each of its types
+    result = metric.compute(
+        predictions=predictions, references=references, ks=[1, 10], upper_bound=True, phrase_types=types
+    )
+    assert result == {
+        "recall@1": 1 / 3,
+        "recall@10": 1 / 3,
+        "upper_bound": 2 / 3,
+        "recall@1/clothing": 1 / 2,
+        "recall@10/clothing": 1 / 2,
+        "upper_bound/clothing": 1 / 2,
+        "recall@1/people": 1 / 2,
+        "recall@10/people": 1 / 2,
+        "upper_bound/people": 1.0,
+    }
+    giou = metric.compute(predictions=predictions, references=references, ks=[1, 20], iou_type="giou")
+    assert giou == {"recall@1": 0.0, "recall@20": 1 / 3}
+    with pytest.raises(ValueError, match="iou_type must be one of"):
+        metric.compute(predictions=predictions, references=references, iou_type="diou")
+
+
 def test_vqa_normalisation_matches_official_rules() -> None:
     assert normalize_answer("Two.") == "2"
     assert normalize_answer("the Bananas!") == "bananas"

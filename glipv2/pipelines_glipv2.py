@@ -34,14 +34,19 @@ class Glipv2TextCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
-    def get(self, model: Any, processor: Any, labels: list[str]) -> dict[str, Any]:
+    def get(self, model: Any, processor: Any, labels: list[str], prompts: list[Any] | None = None) -> dict[str, Any]:
         """`input_ids`, `attention_mask` `(K, T)`, `text_features` `(K, T, D)`, per chunk `positive_maps` and
-        `label_ids` for the K prompt chunks of `labels`."""
-        key = (id(model), tuple(labels))
+        `label_ids` for the K prompt chunks of `labels` (`processor.build_prompts`), or for the given `prompts`
+        ([`Glipv2Prompt`]s whose `label_ids` index `labels`, e.g. a benchmark's official prompts)."""
+        given = None if prompts is None else tuple((p.text, tuple(p.label_spans), tuple(p.label_ids)) for p in prompts)
+        key = (id(model), tuple(labels), given)
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        prompts = processor.build_prompts(labels, max_length=model.config.max_text_length)
+        if prompts is None:
+            prompts = processor.build_prompts(labels, max_length=model.config.max_text_length)
+        else:
+            _check_prompts(processor, prompts, len(labels), model.config.max_text_length)
         encoding = processor.tokenizer([p.text for p in prompts], padding="longest", return_tensors="pt")
         positive_maps = [
             processor.positive_map(encoding, prompt.label_spans, batch_index=index, text=prompt.text)
@@ -65,6 +70,20 @@ class Glipv2TextCache:
         return entry
 
 
+def _check_prompts(processor: Any, prompts: list[Any], num_labels: int, max_length: int) -> None:
+    """Given prompts must index distinct labels of the list and fit the text tower."""
+    covered = [index for prompt in prompts for index in prompt.label_ids]
+    if len(set(covered)) != len(covered) or any(not 0 <= index < num_labels for index in covered):
+        raise ValueError(f"the prompts' label ids {sorted(covered)} do not index {num_labels} labels once each")
+    for index, prompt in enumerate(prompts):
+        length = len(processor.tokenizer(prompt.text, add_special_tokens=True)["input_ids"])
+        if length > max_length:
+            raise ValueError(
+                f"prompt {index} is {length} tokens long, more than the model's max_text_length={max_length}: "
+                f"{preview(prompt.text)}"
+            )
+
+
 @torch.no_grad()
 def detect_labels(
     model: Any,
@@ -75,6 +94,7 @@ def detect_labels(
     max_detections: int = 100,
     chunk_batch_size: int | None = None,
     text_cache: Glipv2TextCache | None = None,
+    prompts: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Detects `labels` (any number: LVIS-size lists are split into prompt chunks) in each image.
 
@@ -90,6 +110,8 @@ def detect_labels(
             batched against 49-51 s one by one, `docs/benchmarks.md`).
         text_cache: cache of encoded prompts to reuse across calls (pipelines keep one); by default a fresh one,
             so the text is encoded once per call (shared by all its images) and never outlives a weight update.
+        prompts: the prompts to run instead of `processor.build_prompts(labels)`: [`Glipv2Prompt`]s whose
+            `label_ids` index `labels` (e.g. a benchmark's official prompts: fixed-size chunks, caption prompts).
 
     Returns:
         Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
@@ -97,7 +119,7 @@ def detect_labels(
     """
     from .image_processing_glipv2 import flatten_images, get_image_size
 
-    cache = (text_cache or Glipv2TextCache()).get(model, processor, labels)
+    cache = (text_cache or Glipv2TextCache()).get(model, processor, labels, prompts)
     if chunk_batch_size is None:
         chunk_batch_size = 1 if model.device.type == "cpu" else 8
     results = []

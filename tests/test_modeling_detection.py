@@ -16,6 +16,7 @@ from glipv2 import (
     Glipv2ForGrounding,
     Glipv2ForObjectDetection,
     Glipv2Processor,
+    Glipv2Prompt,
     detect_labels,
 )
 from glipv2.loss import atss_assign, centerness_targets
@@ -221,6 +222,26 @@ def test_object_detection_closed_vocabulary_matches_grounding(trained: dict, tmp
     direct = detect_labels(trained["model"], processor, _scene(), LABELS, threshold=0.3)[0]
     assert [r["label"] for r in stock] == direct["text_labels"]
     assert [r["score"] for r in stock] == pytest.approx(direct["scores"].tolist(), abs=1e-5)
+
+
+def test_given_prompts_run_instead_of_the_processors(trained: dict) -> None:
+    """`detect_labels(..., prompts=...)` runs exactly the given prompts, the labels' indices taken from their
+    `label_ids`; prompts that do not index the labels once each are refused."""
+    model, processor = trained["model"], trained["processor"]
+    text, spans = "red square. blue circle", [(0, 10), (12, 23)]
+    plain = detect_labels(model, processor, _scene(), LABELS, threshold=0.3)[0]
+    given = detect_labels(
+        model, processor, _scene(), LABELS, threshold=0.3, prompts=[Glipv2Prompt(text, spans, [0, 1])]
+    )[0]
+    for key in ("scores", "boxes", "labels"):
+        torch.testing.assert_close(given[key], plain[key])
+    # the same text with the label ids swapped: what the model finds for "red square" is reported as label 1
+    swapped = detect_labels(
+        model, processor, _scene(), LABELS, threshold=0.3, prompts=[Glipv2Prompt(text, spans, [1, 0])]
+    )[0]
+    torch.testing.assert_close(_best_box(swapped, 1)[0], _best_box(plain, 0)[0])
+    with pytest.raises(ValueError, match="do not index 2 labels once each"):
+        detect_labels(model, processor, _scene(), LABELS, prompts=[Glipv2Prompt(text, spans[:1], [2])])
 
 
 def test_object_detection_with_several_prompt_chunks(trained: dict) -> None:

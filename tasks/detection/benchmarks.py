@@ -1,10 +1,14 @@
 """Detection benchmarks under their official protocols: COCO 2017 (val2017 scored with pycocotools' COCOeval,
-test-dev2017 written for the evaluation server)."""
+test-dev2017 written for the evaluation server), LVIS v1 (`lvis-minival`, `lvis-val`: the LVIS API's federated AP
+with GLIP's chunked prompts, `tasks/detection/lvis.py`) and ODinW (`odinw13`, `odinw35`: every dataset of the suite
+as GLIP's configs evaluate it, `tasks/detection/odinw.py`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from tasks.detection.lvis import BENCHMARKS as LVIS_BENCHMARKS
+from tasks.detection.odinw import BENCHMARKS as ODINW_BENCHMARKS
 from tasks.evaluation import predict_dataset
 from tasks.metrics.coco_detection.coco_detection import to_coco_results
 from tasks.protocol import Benchmark, BenchmarkResult, BenchmarkRun
@@ -55,6 +59,6 @@ COCO = Benchmark(
     server_splits=("test-dev2017",),
 )
 
-BENCHMARKS = (COCO,)
+BENCHMARKS = (COCO, *LVIS_BENCHMARKS, *ODINW_BENCHMARKS)
 
 __all__ = ["BENCHMARKS", "COCO", "run_coco"]

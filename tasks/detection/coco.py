@@ -1,4 +1,4 @@
-"""COCO instances JSON (COCO, ODinW, LVIS) loaded into a ``datasets`` dataset for detection."""
+"""COCO instances JSON (COCO, ODinW, LVIS v1 as distributed) loaded into a ``datasets`` dataset for detection."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tasks.common import (
     collect_valid,
     finish_dataset,
     image_fields,
+    image_problem,
     read_json,
 )
 
@@ -45,8 +46,13 @@ def parse_images(
     report: SkipReport,
     verify_images: bool = False,
     extra: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+    prefer_coco_url: bool = False,
 ) -> tuple[dict[int, dict[str, Any]], set[int]]:
     """Validate ``data["images"]`` of a COCO-style file.
+
+    An image's file is ``file_name`` under ``image_dir``; an entry without ``file_name`` (LVIS v1 as distributed)
+    gets it from ``coco_url`` (see :func:`image_name`). With ``prefer_coco_url`` the ``coco_url`` wins whenever
+    present, as every LVIS loader does (LVIS API, detectron2, GLIP's ``LvisDetection``).
 
     Returns ``(valid, declared)``: the valid image entries by id (with ``path``, plus whatever ``extra(entry,
     record)`` adds) and the set of every declared id, so annotations of a skipped image can be told apart from
@@ -60,12 +66,12 @@ def parse_images(
         image_id = checker.get(entry, "id", int, record)
         record = f"image id={image_id}"
         checker.unique(seen, image_id, record, "id")
-        file_name = checker.text(entry, "file_name", record)
+        file_name, source = image_name(entry, checker, record, prefer_coco_url)
         width = checker.get(entry, "width", int, record)
         height = checker.get(entry, "height", int, record)
         if width <= 0 or height <= 0:
             raise checker.fail(record, "width" if width <= 0 else "height", "image size must be positive")
-        path = checker.image_file(image_dir, file_name, record, verify_images)
+        path = _image_file(checker, image_dir, file_name, source, record, verify_images)
         parsed = {"image_id": image_id, "file_name": file_name, "width": width, "height": height, "path": path}
         if extra is not None:
             parsed.update(extra(entry, record))
@@ -74,6 +80,44 @@ def parse_images(
     valid = {image["image_id"]: image for image in collect_valid(entries, parse, skip_invalid, report)}
     declared = {entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), int)}
     return valid, declared
+
+
+def image_name(
+    entry: dict[str, Any], checker: RecordChecker, record: str, prefer_coco_url: bool = False
+) -> tuple[str, str]:
+    """``(file name relative to the image folder, the field it came from)`` of an image entry.
+
+    ``file_name`` when present (COCO); otherwise -- LVIS v1 image entries carry only ``coco_url`` -- the split
+    folder and file name that end ``coco_url``, as detectron2's ``load_lvis_json`` derives them
+    (``http://images.cocodataset.org/val2017/000000397133.jpg`` -> ``val2017/000000397133.jpg``, relative to the
+    COCO image root). ``prefer_coco_url`` takes ``coco_url`` first. An entry with neither raises naming
+    ``file_name``.
+    """
+    has_url = isinstance(entry, dict) and "coco_url" in entry
+    if has_url and (prefer_coco_url or "file_name" not in entry):
+        url = checker.text(entry, "coco_url", record)
+        parts = url.rstrip().split("/")
+        if len(parts) < 2 or not parts[-1] or not parts[-2] or parts[-1] in (".", "..") or parts[-2] in (".", ".."):
+            raise checker.fail(record, "coco_url", f"expected a URL ending in <split folder>/<file name>, got {url!r}")
+        return f"{parts[-2]}/{parts[-1]}", "coco_url"
+    if isinstance(entry, dict) and "file_name" not in entry:
+        raise checker.fail(record, "file_name", "missing key (and no 'coco_url' to take the image path from)")
+    return checker.text(entry, "file_name", record), "file_name"
+
+
+def _image_file(
+    checker: RecordChecker, image_dir: str | os.PathLike, name: str, source: str, record: str, verify: bool
+) -> str:
+    """The existing image file `name` under `image_dir`; errors name the field the name came from."""
+    if source == "file_name":
+        return checker.image_file(image_dir, name, record, verify)
+    path = os.path.join(image_dir, name)
+    if not os.path.isfile(path):
+        raise checker.fail(record, source, f"image file not found: {path}")
+    problem = image_problem(path) if verify else None
+    if problem is not None:
+        raise checker.fail(record, source, problem)
+    return path
 
 
 def parse_categories(data: dict[str, Any], checker: RecordChecker) -> list[dict[str, Any]]:
@@ -153,12 +197,15 @@ def load_coco_detection(
     verify_images: bool = False,
     report: SkipReport | None = None,
     require_annotations: bool = True,
+    prefer_coco_url: bool = False,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, list[dict[str, Any]]]:
     """Load a COCO instances JSON as one record per image.
 
     Args:
-        annotation_file: COCO-format JSON (``images``, ``annotations``, ``categories``).
-        image_dir: folder the images' ``file_name`` entries are relative to.
+        annotation_file: COCO-format JSON (``images``, ``annotations``, ``categories``); also LVIS v1 as
+            distributed, whose image entries have ``coco_url`` and no ``file_name``.
+        image_dir: folder the images' ``file_name`` entries are relative to; for entries without ``file_name``,
+            the COCO image root that holds the split folders named by ``coco_url`` (``val2017/``, ...).
         streaming: return an ``IterableDataset`` instead of a ``Dataset``.
         skip_invalid: skip invalid images and annotations (logged, and counted in ``report``) instead of
             raising :class:`~tasks.common.Glipv2DataError`.
@@ -167,6 +214,8 @@ def load_coco_detection(
         report: a :class:`~tasks.common.SkipReport` that receives the skipped-record counts.
         require_annotations: False for an image-info file without ``annotations`` (COCO test-dev's
             ``image_info_test-dev2017.json``): its images load with no objects.
+        prefer_coco_url: take each image's path from ``coco_url`` even where ``file_name`` is present (the LVIS
+            loaders' rule); by default ``coco_url`` is used only without ``file_name``.
 
     Returns:
         ``(dataset, categories)``. Records: ``image`` (lazily decoded PIL image), ``image_id``, ``file_name``,
@@ -180,7 +229,8 @@ def load_coco_detection(
     if not require_annotations and isinstance(data, dict) and "annotations" not in data:
         data = {**data, "annotations": []}
     categories = parse_categories(data, checker)
-    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify_images and not streaming)
+    verify = verify_images and not streaming
+    images, declared = parse_images(data, checker, image_dir, skip_invalid, report, verify, None, prefer_coco_url)
     grouped = parse_annotations(
         data, checker, images, declared, skip_invalid, report, category_ids={c["id"] for c in categories}
     )

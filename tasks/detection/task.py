@@ -12,6 +12,7 @@ from tasks.common import read_json
 from tasks.detection.benchmarks import BENCHMARKS
 from tasks.detection.coco import load_coco_detection
 from tasks.detection.collator import DetectionCollator, FixedPromptDetectionCollator
+from tasks.detection.prompts import detections_to_predictions
 from tasks.spec import DataFiles, HubCard, Prediction, PredictOptions, ShowcaseEntry, TaskData, TaskSpec
 from tasks.synthetic import split_paths
 from tasks.transforms import clean_category_name
@@ -55,10 +56,6 @@ def make_collator(
     return collator(processor, data.categories, **options)
 
 
-def _as_list(tensor: Any) -> list:
-    return tensor.detach().float().cpu().tolist()
-
-
 def predict(
     model: Any, processor: Any, records: list[dict[str, Any]], data: TaskData, options: PredictOptions
 ) -> list[Prediction]:
@@ -77,15 +74,7 @@ def predict(
         max_detections=options.max_detections,
         text_cache=options.text_cache,
     )
-    return [
-        {
-            "image_id": int(record["image_id"]),
-            "boxes": _as_list(result["boxes"]),
-            "scores": _as_list(result["scores"]),
-            "labels": [category_ids[index] for index in result["labels"].tolist()],
-        }
-        for record, result in zip(records, results)
-    ]
+    return detections_to_predictions(records, results, category_ids)
 
 
 def score(metric: Any, predictions: list[Prediction], data: TaskData) -> dict[str, float]:

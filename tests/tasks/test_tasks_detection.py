@@ -169,3 +169,61 @@ def test_streaming_verifies_images_as_records_are_produced(
     assert report.total == 0
     assert [row["image_id"] for row in streamed] == [37777]
     assert report.counts == {"file_name": 1}
+
+
+def _lvis_style(data: dict) -> None:
+    """LVIS v1 image entries: `coco_url` and no `file_name`."""
+    for image in data["images"]:
+        del image["file_name"]
+
+
+@pytest.fixture
+def coco_root(tmp_path: Path, image_dir: Path) -> Path:
+    """A COCO image root: the fixture's two val2017 images in `val2017/`."""
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    for name in ("000000397133.jpg", "000000037777.jpg"):
+        (root / "val2017" / name).write_bytes((image_dir / name).read_bytes())
+    return root
+
+
+def test_lvis_entries_take_their_path_from_coco_url(coco_root: Path, write_variant: WriteVariant) -> None:
+    # as detectron2's load_lvis_json: the split folder and file name ending coco_url, under the COCO root
+    dataset, _ = load_coco_detection(write_variant("coco_instances.json", _lvis_style), coco_root)
+    assert dataset["file_name"] == ["val2017/000000397133.jpg", "val2017/000000037777.jpg"]
+    assert dataset[0]["image"].size == (640, 427)
+
+
+def test_file_name_wins_unless_coco_url_is_preferred(
+    coco_root: Path, image_dir: Path, write_variant: WriteVariant
+) -> None:
+    dataset, _ = load_coco_detection(COCO, image_dir)  # a COCO file: file_name relative to val2017/ itself
+    assert dataset["file_name"][0] == "000000397133.jpg"
+    dataset, _ = load_coco_detection(COCO, coco_root, prefer_coco_url=True)  # the LVIS loaders' rule
+    assert dataset["file_name"][0] == "val2017/000000397133.jpg"
+
+
+BAD_LVIS_IMAGES = [
+    ("neither file_name nor coco_url", delete_key(("images", 0, "coco_url")), "file_name", "missing key"),
+    ("url without a folder", set_key(("images", 0, "coco_url"), "000000397133.jpg"), "coco_url", "expected a URL"),
+    ("coco_url not a string", set_key(("images", 0, "coco_url"), 7), "coco_url", "expected str"),
+    ("no such image", set_key(("images", 0, "coco_url"), "http://h/train2017/000000397133.jpg"), "coco_url",
+     "image file not found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "mutate", "field", "problem"), BAD_LVIS_IMAGES, ids=[c[0] for c in BAD_LVIS_IMAGES])
+def test_bad_lvis_image_entry_names_file_record_and_field(
+    coco_root: Path, write_variant: WriteVariant, case: str, mutate: Mutation, field: str, problem: str
+) -> None:
+    def variant(data: dict) -> None:
+        _lvis_style(data)
+        mutate(data)
+
+    path = write_variant("coco_instances.json", variant)
+    with pytest.raises(Glipv2DataError, match=rf"image id=397133: field '{field}': {problem}") as error:
+        load_coco_detection(path, coco_root)
+    assert error.value.file == path
+    report = SkipReport()
+    dataset, _ = load_coco_detection(path, coco_root, skip_invalid=True, report=report)
+    assert report.counts == {field: 1} and dataset["image_id"] == [37777]

@@ -1,4 +1,15 @@
-"""MDETR-style grounding JSON (Flickr30k Entities, GoldG, RefCOCO) loaded into a ``datasets`` dataset."""
+"""MDETR-style grounding JSON (Flickr30k Entities, GoldG, RefCOCO) loaded into a ``datasets`` dataset.
+
+Masks: every object carries ``mask``, the compressed RLE of its annotation's COCO ``segmentation`` (see
+:mod:`tasks.masks`), or the empty mask when there is none. MDETR's released files carry no ``segmentation``:
+``scripts/fine-tuning/refexp_coco_format.py`` (ashkamath/mdetr 8cbe208) writes the RefCOCO/RefCOCO+/RefCOCOg
+``finetune_*.json`` annotations with the line ``# "segmentation": annid2cocoann[item['ann_id']]['segmentation']``
+commented out (so does ``scripts/pre-training/refexp_combined_val.py``), and the Flickr30k / GoldG conversions
+have no masks at all. What the refexp annotations keep is ``original_id``, the id of the referred object's
+annotation in COCO's ``instances_train2014.json``: pass that file as ``segmentation_file`` to take the masks from
+it. (MDETR's ``finetune_phrasecut_*.json`` do carry ``segmentation``, but ``phrasecut_coco_format.py`` keeps only
+the last polygon of each instance; :mod:`tasks.grounding.phrasecut` reads PhraseCut from the official files.)
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ import datasets
 
 from tasks.common import RecordChecker, SkipReport, finish_dataset, image_fields, read_json
 from tasks.detection.coco import columns, parse_annotations, parse_images
+from tasks.masks import MASK_FEATURE, segmentation_to_rle
 
 SPANS = datasets.List(datasets.List(datasets.Value("int64"), length=2))
 
@@ -18,6 +30,7 @@ GROUNDING_OBJECT_FEATURES = {
     "tokens_positive": datasets.List(SPANS),
     "phrase_ids": datasets.List(datasets.Value("int64")),
     "category_id": datasets.List(datasets.Value("int64")),
+    "mask": datasets.List(MASK_FEATURE),
 }
 
 GROUNDING_FEATURES = datasets.Features(
@@ -55,12 +68,50 @@ def _image_entry(entry: dict[str, Any], record: str, checker: RecordChecker) -> 
 
 
 def _grounding_fields(
-    entry: dict[str, Any], image: dict[str, Any], record: str, checker: RecordChecker
+    entry: dict[str, Any],
+    image: dict[str, Any],
+    record: str,
+    checker: RecordChecker,
+    segmentations: SegmentationSource | None = None,
 ) -> dict[str, Any]:
     spans = checker.spans(entry.get("tokens_positive"), image["caption"], record)
     phrase_id = checker.get(entry, "phrase_ids", int, record) if "phrase_ids" in entry else MISSING_ID
     category_id = checker.get(entry, "category_id", int, record) if "category_id" in entry else MISSING_ID
-    return {"tokens_positive": spans, "phrase_ids": phrase_id, "category_id": category_id}
+    fields = {"tokens_positive": spans, "phrase_ids": phrase_id, "category_id": category_id}
+    if segmentations is not None and entry.get("segmentation") in (None, []):
+        fields["mask"] = segmentations.mask(entry, image, record, checker)
+    return fields
+
+
+class SegmentationSource:
+    """The ``segmentation`` of COCO annotations by id, for grounding annotations that name theirs in
+    ``original_id`` (MDETR's refexp files)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.checker = RecordChecker(path)
+        data = read_json(path)
+        entries = self.checker.get(data, "annotations", list, "<root>")
+        self.by_id = {
+            entry["id"]: entry.get("segmentation")
+            for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("id"), int)
+        }
+
+    def mask(
+        self, entry: dict[str, Any], image: dict[str, Any], record: str, checker: RecordChecker
+    ) -> dict[str, Any]:
+        """The mask of the COCO annotation ``entry["original_id"]`` at ``image``'s size; errors about the id name
+        the grounding file, errors about the segmentation the COCO file and annotation."""
+        original_id = checker.get(entry, "original_id", int, record)
+        if original_id not in self.by_id:
+            raise checker.fail(record, "original_id", f"no annotation id={original_id} in {self.checker.file}")
+        return segmentation_to_rle(
+            self.by_id[original_id],
+            image["height"],
+            image["width"],
+            self.checker,
+            f"annotation id={original_id} (for {record} of {checker.file})",
+        )
 
 
 def _sizes_as_numbers(data: dict[str, Any]) -> None:
@@ -92,6 +143,7 @@ def load_mdetr_grounding(
     skip_invalid: bool = False,
     verify_images: bool = False,
     report: SkipReport | None = None,
+    segmentation_file: str | os.PathLike | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load an MDETR-style grounding JSON as one record per (image, caption) entry.
 
@@ -106,16 +158,23 @@ def load_mdetr_grounding(
         annotation_file: the MDETR JSON (e.g. ``final_flickr_separateGT_train.json``).
         image_dir: folder the ``file_name`` entries are relative to.
         streaming, skip_invalid, verify_images, report: as in :func:`tasks.detection.load_coco_detection`.
+        segmentation_file: a COCO instances JSON (for MDETR's RefCOCO/RefCOCO+/RefCOCOg files, COCO's
+            ``instances_train2014.json``) whose annotation ids are the grounding annotations' ``original_id``: an
+            annotation without its own ``segmentation`` takes that annotation's (an ``original_id`` missing from
+            it is an error).
 
     Returns:
         Records: ``image``, ``image_id``, ``file_name``, ``width``, ``height``, ``caption``, ``objects`` =
-        ``{id, bbox (xywh float), tokens_positive (list of [begin, end]), phrase_ids, category_id}`` as parallel
-        lists, with ``-1`` (:data:`MISSING_ID`) for an absent ``phrase_ids`` / ``category_id``;
+        ``{id, bbox (xywh float), tokens_positive (list of [begin, end]), phrase_ids, category_id, mask}`` as
+        parallel lists, with ``-1`` (:data:`MISSING_ID`) for an absent ``phrase_ids`` / ``category_id`` and the
+        empty mask ``{"size": [0, 0], "counts": ""}`` for an absent ``segmentation`` (``mask``: a COCO compressed
+        RLE at the image's original size, :mod:`tasks.masks`);
         ``tokens_positive_eval`` (empty when absent), ``sentence_id`` and ``original_img_id`` (``-1`` when absent).
     """
     checker = RecordChecker(annotation_file)
     report = SkipReport() if report is None else report
     data = read_json(annotation_file)
+    segmentations = None if segmentation_file is None else SegmentationSource(segmentation_file)
     _sizes_as_numbers(data)
     images, declared = parse_images(
         data,
@@ -133,7 +192,7 @@ def load_mdetr_grounding(
         declared,
         skip_invalid,
         report,
-        extra=lambda entry, image, record: _grounding_fields(entry, image, record, checker),
+        extra=lambda entry, image, record: _grounding_fields(entry, image, record, checker, segmentations),
     )
     records = [
         {

@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -122,23 +123,48 @@ def _star_points(box: tuple[int, int, int, int]) -> list[tuple[float, float]]:
     return points
 
 
+def _draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject, fill: int | tuple[int, int, int]) -> None:
+    """Draw ``obj``'s shape with ``fill``: the same PIL calls for the scene image and for its masks."""
+    x0, y0, x1, y1 = obj.box
+    inner = (x0, y0, x1 - 1, y1 - 1)
+    if obj.shape == "circle":
+        draw.ellipse(inner, fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle(inner, fill=fill)
+    elif obj.shape == "triangle":
+        draw.polygon([(x0, y1 - 1), ((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1)], fill=fill)
+    else:
+        draw.polygon(_star_points(inner), fill=fill)
+
+
 def draw_scene(objects: list[SceneObject], image_size: int) -> Image.Image:
-    """Render ``objects`` on a plain background. A shape fills its box's pixels ``x0..x1-1``, ``y0..y1-1``."""
+    """Render ``objects`` on a plain background, in list order (a later object covers an earlier one where they
+    overlap). A shape fills its box's pixels ``x0..x1-1``, ``y0..y1-1``."""
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in objects:
-        x0, y0, x1, y1 = obj.box
-        fill = COLORS[obj.color]
-        inner = (x0, y0, x1 - 1, y1 - 1)
-        if obj.shape == "circle":
-            draw.ellipse(inner, fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle(inner, fill=fill)
-        elif obj.shape == "triangle":
-            draw.polygon([(x0, y1 - 1), ((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1)], fill=fill)
-        else:
-            draw.polygon(_star_points(inner), fill=fill)
+        _draw_shape(draw, obj, COLORS[obj.color])
     return image
+
+
+def shape_mask(obj: SceneObject, image_size: int) -> np.ndarray:
+    """The ``(image_size, image_size)`` boolean mask of the pixels :func:`draw_scene` paints for ``obj`` (the same
+    PIL calls, drawn into a mask image)."""
+    mask = Image.new("L", (image_size, image_size), 0)
+    _draw_shape(ImageDraw.Draw(mask), obj, 1)
+    return np.asarray(mask) > 0
+
+
+def visible_masks(objects: list[SceneObject], image_size: int) -> list[np.ndarray]:
+    """Each object's pixels in the image :func:`draw_scene` renders: its shape minus the parts of the objects drawn
+    after it (later in the list) that cover it."""
+    covered = np.zeros((image_size, image_size), dtype=bool)
+    visible = []
+    for obj in reversed(objects):
+        shape = shape_mask(obj, image_size)
+        visible.append(shape & ~covered)
+        covered |= shape
+    return visible[::-1]
 
 
 def describe(objects: list[SceneObject]) -> tuple[str, list[tuple[int, int]]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from pycocotools import mask as mask_utils
 from tasks_test_utils import FIXTURES, Mutation, WriteVariant, delete_key, set_key
 
 from tasks.common import Glipv2DataError, SkipReport
@@ -29,6 +30,7 @@ def test_records_field_by_field(image_dir: Path) -> None:
         427,
     )
     assert first["image"].size == (640, 427)
+    masks = first["objects"].pop("mask")
     assert first["objects"] == {
         "id": [200887, 1218137],
         "bbox": [[388.66, 69.92, 109.41, 277.62], [0.0, 262.81, 62.16, 36.77]],
@@ -36,10 +38,16 @@ def test_records_field_by_field(image_dir: Path) -> None:
         "area": [27789.11625, 1329.6],
         "iscrowd": [0, 0],
     }
+    # the segmentation polygons as pycocotools' compressed RLE at the image's size
+    assert [mask["size"] for mask in masks] == [[427, 640], [427, 640]]
+    chair = mask_utils.merge(mask_utils.frPyObjects([[22.8, 210.12, 25.3, 206.6, 30.1, 215.4]], 427, 640))
+    assert masks[1] == {"size": [427, 640], "counts": chair["counts"].decode()}
     assert second["image_id"] == 37777
     assert second["objects"]["id"] == [900100037777]
     assert second["objects"]["category_id"] == [18]
     assert second["objects"]["iscrowd"] == [1]
+    crowd = mask_utils.frPyObjects({"counts": [179, 27, 392, 41, 80321], "size": [230, 352]}, 230, 352)
+    assert second["objects"]["mask"] == [{"size": [230, 352], "counts": crowd["counts"].decode()}]
 
 
 def test_streaming_gives_the_same_records(image_dir: Path) -> None:
@@ -78,6 +86,12 @@ BAD_ANNOTATIONS = [
     ("category as string", set_key(("annotations", 0, "category_id"), "1"), "category_id"),
     ("missing bbox", delete_key(("annotations", 0, "bbox")), "bbox"),
     ("duplicate id", set_key(("annotations", 1, "id"), 200887), "id"),
+    ("two-point polygon", set_key(("annotations", 0, "segmentation"), [[224.2, 297.1, 228.2, 297.1]]), "segmentation"),
+    (
+        "crowd RLE of the wrong size",
+        set_key(("annotations", 2, "segmentation"), {"counts": [179, 27, 392, 41, 80321], "size": [352, 230]}),
+        "segmentation",
+    ),
 ]
 
 

@@ -30,6 +30,7 @@ def test_records_field_by_field(image_dir: Path) -> None:
         "tokens_positive": [[[0, 14]], [[0, 14]], [[20, 31]]],
         "phrase_ids": [0, 0, 1],
         "category_id": [1, 1, 1],
+        "mask": [{"size": [0, 0], "counts": ""}] * 3,  # MDETR's Flickr30k files have no segmentation
     }
     phrases = [[first["caption"][b:e] for b, e in spans] for spans in first["objects"]["tokens_positive"]]
     assert phrases == [["Two young guys"], ["Two young guys"], ["shaggy hair"]]

@@ -6,8 +6,10 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
 from tasks.captioning import load_coco_captions, load_karpathy_split
 from tasks.detection import load_coco_detection
@@ -39,6 +41,37 @@ def test_same_seed_gives_identical_files(synthetic: Path, tmp_path: Path) -> Non
     assert (tmp_path / "other/annotations/instances_train.json").read_bytes() != (
         synthetic / "annotations/instances_train.json"
     ).read_bytes()
+
+
+def _without_segmentation(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _without_segmentation(value) for key, value in data.items() if key != "segmentation"}
+    if isinstance(data, list):
+        return [_without_segmentation(value) for value in data]
+    return data
+
+
+def _content_before_masks(root: Path) -> str:
+    """A digest of what the generator wrote before it had masks: the images' pixels and every JSON file without
+    its ``segmentation`` fields (the refexp files are new)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith("refexp_"):
+            continue
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                content = image.convert("RGB").tobytes()
+        else:
+            content = json.dumps(_without_segmentation(json.loads(path.read_text())), sort_keys=True).encode()
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
+
+
+def test_masks_leave_the_random_stream_alone(synthetic: Path) -> None:
+    """The masks and referring expressions draw nothing from the random stream: the images and every other field
+    are those the generator wrote before them (digest of the output of the generator at the commit before masks,
+    same arguments)."""
+    assert _content_before_masks(synthetic) == "9d3dd5425acc551a6c2d52a8459492433e71a4b1f75bd07d7be2517a02213a42"
 
 
 def test_held_out_pairs(synthetic: Path) -> None:

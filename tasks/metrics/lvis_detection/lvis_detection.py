@@ -1,5 +1,5 @@
-"""LVIS box AP as an ``evaluate`` metric: the LVIS API's federated evaluation (``lvis.LVISEval``, iou_type "bbox"),
-computed with faster-coco-eval's LVIS mode (``lvis_style``), which follows it step for step.
+"""LVIS box or mask AP as an ``evaluate`` metric: the LVIS API's federated evaluation (``lvis.LVISEval``, iou_type
+"bbox" or "segm"), computed with faster-coco-eval's LVIS mode (``lvis_style``), which follows it step for step.
 
 Also the Fixed AP that GLIP and MDETR report on LVIS (Dave et al., "Evaluating large-vocabulary object detectors:
 the devil is in the details"; GLIP's ``LvisEvaluatorFixedAP``): no per-image limit, the 10,000 highest-scoring
@@ -14,12 +14,20 @@ import io
 from collections import Counter, defaultdict
 from typing import Any
 
-import datasets
 import evaluate
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from tasks.metrics.coco_detection.coco_detection import load_ground_truth, to_coco_results
+from tasks.metrics.coco_detection.coco_detection import (
+    IOU_TYPES,
+    PREDICTION_FEATURES,
+    MaskPredictionInputs,
+    check_segm_inputs,
+    load_ground_truth,
+    results_for,
+    to_coco_results,
+    to_coco_segm_results,
+)
 
 # The LVIS API's limit (`LVISResults(max_dets=300)`, `Params.max_dets = 300`).
 MAX_DETECTIONS_PER_IMAGE = 300
@@ -28,21 +36,26 @@ FIXED_AP_DETECTIONS_PER_CATEGORY = 10000
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 FREQUENCIES = ("r", "c", "f")
 
-_DESCRIPTION = """LVIS box detection metrics as the LVIS API (lvis-dataset/lvis-api `LVISEval`) computes them: at
-most 300 detections per image (the highest scoring, over all categories), federated evaluation -- detections of a
-category that is neither annotated in an image nor listed in its `neg_category_ids` are dropped; unmatched
-detections of a category in the image's `not_exhaustive_category_ids` are ignored -- and AP over IoU .50:.95 with
-101 recall points, by object size (small/medium/large) and by category frequency (rare/common/frequent, the
-categories' `frequency` field), plus AR@300. Computed with faster-coco-eval's `lvis_style` COCOeval."""
+_DESCRIPTION = """LVIS box (iou_type="bbox") or mask (iou_type="segm") detection metrics as the LVIS API
+(lvis-dataset/lvis-api `LVISEval`) computes them: at most 300 detections per image (the highest scoring, over all
+categories), federated evaluation -- detections of a category that is neither annotated in an image nor listed in
+its `neg_category_ids` are dropped; unmatched detections of a category in the image's `not_exhaustive_category_ids`
+are ignored -- and AP over IoU .50:.95 with 101 recall points, by object size (small/medium/large) and by category
+frequency (rare/common/frequent, the categories' `frequency` field), plus AR@300. Computed with faster-coco-eval's
+`lvis_style` COCOeval. Mask AP evaluates the results without their `bbox`, so that a detection's area is its mask's
+(LVISResults takes the box area whenever a result has a bbox; detectron2's LVISEvaluator removes it likewise)."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: one entry per image: {"image_id": int, "boxes": [[...4 floats], ...] (absolute pixels),
         "scores": [float, ...], "labels": [int, ...]}; labels are category ids of the ground-truth file.
+        For iou_type="segm" also "masks": one COCO compressed RLE {"size": [height, width], "counts": str} per
+        detection, at the image's size ("boxes" may then be empty).
     ground_truth: the LVIS v1 JSON (path or parsed dict): images with `neg_category_ids` and
         `not_exhaustive_category_ids`, categories with `frequency`.
     box_format: "xyxy" (default) or "xywh".
     max_detections_per_image: the per-image limit applied before evaluation (LVIS: 300).
+    iou_type: "bbox" (default) or "segm".
 Returns:
     dict with AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ARs@300, ARm@300, ARl@300 (the LVIS API's
     names; -1 where no category has ground truth, e.g. APr without rare categories).
@@ -96,24 +109,15 @@ def check_lvis_fields(ground_truth: dict[str, Any]) -> None:
                 raise ValueError(f"image id={image.get('id')!r}: field {key!r} must be a list of category ids")
 
 
-class LvisDetection(evaluate.Metric):
-    """LVIS box AP (federated; faster-coco-eval `lvis_style`)."""
+class LvisDetection(MaskPredictionInputs, evaluate.Metric):
+    """LVIS box or mask AP (federated; faster-coco-eval `lvis_style`)."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation="Gupta et al., LVIS: A Dataset for Large Vocabulary Instance Segmentation, CVPR 2019.",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {
-                        "image_id": datasets.Value("int64"),
-                        "boxes": datasets.List(datasets.List(datasets.Value("float64"))),
-                        "scores": datasets.List(datasets.Value("float64")),
-                        "labels": datasets.List(datasets.Value("int64")),
-                    }
-                }
-            ),
+            features=PREDICTION_FEATURES,
             reference_urls=[
                 "https://github.com/lvis-dataset/lvis-api",
                 "https://github.com/MiXaiLL76/faster_coco_eval",
@@ -126,26 +130,41 @@ class LvisDetection(evaluate.Metric):
         ground_truth: str | dict[str, Any] | None = None,
         box_format: str = "xyxy",
         max_detections_per_image: int = MAX_DETECTIONS_PER_IMAGE,
+        iou_type: str = "bbox",
     ) -> dict[str, float]:
         if ground_truth is None:
             raise ValueError("lvis_detection needs ground_truth= (an LVIS JSON path or dict)")
-        results = limit_detections_per_image(to_coco_results(predictions, box_format), max_detections_per_image)
-        return evaluate_lvis(load_ground_truth(ground_truth), results, max_detections_per_image)
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+        if iou_type == "segm":
+            results = to_coco_segm_results(predictions, box_format)
+        else:
+            results = to_coco_results(predictions, box_format)
+        results = limit_detections_per_image(results, max_detections_per_image)
+        return evaluate_lvis(load_ground_truth(ground_truth), results, max_detections_per_image, iou_type)
 
 
 def evaluate_lvis(
-    ground_truth: dict[str, Any], results: list[dict[str, Any]], max_detections: int = MAX_DETECTIONS_PER_IMAGE
+    ground_truth: dict[str, Any],
+    results: list[dict[str, Any]],
+    max_detections: int = MAX_DETECTIONS_PER_IMAGE,
+    iou_type: str = "bbox",
 ) -> dict[str, float]:
-    """LVIS box metrics of COCO-format `results` (already limited per image) against `ground_truth` (modified).
-    `max_detections` only names the AR entries (and bounds faster-coco-eval's per image and category count, which
-    the limit per image already keeps below it)."""
+    """LVIS box or mask metrics of COCO-format `results` (already limited per image) against `ground_truth`
+    (modified). `max_detections` only names the AR entries (and bounds faster-coco-eval's per image and category
+    count, which the limit per image already keeps below it). For "segm" the results need a `segmentation` (see
+    `to_coco_segm_results`); their `bbox` is left out of the evaluation."""
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     check_lvis_fields(ground_truth)
+    if iou_type == "segm":
+        check_segm_inputs(ground_truth, results)
     for annotation in ground_truth.get("annotations", []):
-        annotation["iscrowd"] = 0  # LVISEval never treats a ground-truth box as a crowd region
+        annotation["iscrowd"] = 0  # LVISEval never treats a ground-truth region as a crowd region
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(ground_truth)
-        coco_dt = coco_gt.loadRes(results)
-        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", lvis_style=True, print_function=print)
+        coco_dt = coco_gt.loadRes(results_for(iou_type, results))
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, lvis_style=True, print_function=print)
         evaluator.params.maxDets = [max_detections]
         evaluator.evaluate()
         evaluator.accumulate()

@@ -21,6 +21,11 @@ from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedMod
 from .modeling_glipv2_captioning import Glipv2CaptioningOutput, Glipv2ForConditionalGeneration
 from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
 from .modeling_glipv2_pretraining import Glipv2ForPreTraining, Glipv2PreTrainingOutput
+from .modeling_glipv2_segmentation import (
+    Glipv2ForInstanceSegmentation,
+    Glipv2ForSegmentation,
+    Glipv2SegmentationOutput,
+)
 from .modeling_glipv2_vqa import Glipv2ForQuestionAnswering, Glipv2QuestionAnsweringOutput, vqa_targets
 from .modeling_glipv2_zero_shot import (
     Glipv2ForZeroShotImageClassification,
@@ -35,6 +40,11 @@ from .pipelines_glipv2 import (
     detect_labels,
 )
 from .pipelines_glipv2_captioning import Glipv2ImageCaptioningPipeline
+from .pipelines_glipv2_segmentation import (
+    Glipv2ImageSegmentationPipeline,
+    Glipv2InstanceSegmentationPipeline,
+    Glipv2ReferringSegmentationPipeline,
+)
 from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline
 from .processing_glipv2 import Glipv2Processor, Glipv2Prompt
 
@@ -61,7 +71,8 @@ for _entry in TASK_CLASSES:
     _auto_class.register(Glipv2Config, _model_class, exist_ok=True)
     _model_class.register_for_auto_class(_entry.auto_class)
 
-# Registering a task transformers already has (object-detection) logs an "Overwriting" warning on every import.
+# Registering a task transformers already has (object-detection, image-segmentation) logs an "Overwriting"
+# warning on every import.
 _pipelines_logger = logging.getLogger("transformers.pipelines.base")
 _level = _pipelines_logger.level
 _pipelines_logger.setLevel(logging.ERROR)
@@ -70,12 +81,14 @@ for _pipeline in PIPELINES:
     # names before it looks at the registry: a provider for the task takes it off that list.
     # A stock task this library serves (object-detection) keeps transformers' default model.
     REMOVED_TASKS.pop(_pipeline.task, None)
+    # A stock task keeps its model classes too (image-segmentation: semantic segmentation models as well).
+    _stock = PIPELINE_REGISTRY.supported_tasks.get(_pipeline.task, {})
     PIPELINE_REGISTRY.register_pipeline(
         _pipeline.task,
         pipeline_class=globals()[_pipeline.name],
-        pt_model=getattr(transformers, _pipeline.auto_class),
-        default=PIPELINE_REGISTRY.supported_tasks.get(_pipeline.task, {}).get("default"),
-        type=_pipeline.type,
+        pt_model=_stock.get("pt") or getattr(transformers, _pipeline.auto_class),
+        default=_stock.get("default"),
+        type=_stock.get("type", _pipeline.type),
     )
 _pipelines_logger.setLevel(_level)
 
@@ -89,13 +102,17 @@ __all__ = [
     "Glipv2Config",
     "Glipv2ForConditionalGeneration",
     "Glipv2ForGrounding",
+    "Glipv2ForInstanceSegmentation",
     "Glipv2ForObjectDetection",
     "Glipv2ForPreTraining",
     "Glipv2ForQuestionAnswering",
+    "Glipv2ForSegmentation",
     "Glipv2ForZeroShotImageClassification",
     "Glipv2GroundingOutput",
     "Glipv2ImageProcessor",
     "Glipv2ImageCaptioningPipeline",
+    "Glipv2ImageSegmentationPipeline",
+    "Glipv2InstanceSegmentationPipeline",
     "Glipv2Model",
     "Glipv2ModelOutput",
     "Glipv2ObjectDetectionPipeline",
@@ -106,6 +123,8 @@ __all__ = [
     "Glipv2Processor",
     "Glipv2Prompt",
     "Glipv2QuestionAnsweringOutput",
+    "Glipv2ReferringSegmentationPipeline",
+    "Glipv2SegmentationOutput",
     "Glipv2VisualQuestionAnsweringPipeline",
     "Glipv2ZeroShotImageClassificationOutput",
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .heads import HEAD_NAMES
+from .heads import HEAD_NAMES, OPTIONAL_HEADS
 
 CODE_DIR = Path(__file__).resolve().parent
 
@@ -82,6 +82,21 @@ TASK_CLASSES: tuple[Glipv2TaskClass, ...] = (
         requires=("detection_prompts",),
     ),
     Glipv2TaskClass(
+        "Glipv2ForInstanceSegmentation",
+        "modeling_glipv2_segmentation",
+        "AutoModelForInstanceSegmentation",
+        ("grounding_head", "mask_head"),
+        ("instance-segmentation", "referring-segmentation"),
+    ),
+    Glipv2TaskClass(
+        "Glipv2ForSegmentation",
+        "modeling_glipv2_segmentation",
+        "AutoModelForImageSegmentation",
+        ("grounding_head", "mask_head"),
+        ("image-segmentation",),
+        requires=("detection_prompts",),
+    ),
+    Glipv2TaskClass(
         "Glipv2ForQuestionAnswering",
         "modeling_glipv2_vqa",
         "AutoModelForVisualQuestionAnswering",
@@ -102,7 +117,12 @@ TASK_CLASSES: tuple[Glipv2TaskClass, ...] = (
         ("contrastive_head",),
         ("zero-shot-image-classification",),
     ),
-    Glipv2TaskClass("Glipv2ForPreTraining", "modeling_glipv2_pretraining", "AutoModelForPreTraining", HEAD_NAMES),
+    Glipv2TaskClass(
+        "Glipv2ForPreTraining",
+        "modeling_glipv2_pretraining",
+        "AutoModelForPreTraining",
+        tuple(head for head in HEAD_NAMES if head not in OPTIONAL_HEADS),
+    ),
 )
 
 PIPELINES: tuple[Glipv2PipelineClass, ...] = (
@@ -118,6 +138,25 @@ PIPELINES: tuple[Glipv2PipelineClass, ...] = (
     ),
     Glipv2PipelineClass(
         "phrase-grounding", "pipelines_glipv2", "Glipv2PhraseGroundingPipeline", "AutoModelForZeroShotObjectDetection"
+    ),
+    # transformers' own task: the stock pipeline, without its "not supported" error for this family
+    Glipv2PipelineClass(
+        "image-segmentation",
+        "pipelines_glipv2_segmentation",
+        "Glipv2ImageSegmentationPipeline",
+        "AutoModelForImageSegmentation",
+    ),
+    Glipv2PipelineClass(
+        "instance-segmentation",
+        "pipelines_glipv2_segmentation",
+        "Glipv2InstanceSegmentationPipeline",
+        "AutoModelForInstanceSegmentation",
+    ),
+    Glipv2PipelineClass(
+        "referring-segmentation",
+        "pipelines_glipv2_segmentation",
+        "Glipv2ReferringSegmentationPipeline",
+        "AutoModelForInstanceSegmentation",
     ),
     Glipv2PipelineClass(
         "visual-question-answering",

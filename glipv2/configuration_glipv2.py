@@ -85,6 +85,16 @@ class Glipv2Config(PreTrainedConfig):
         vqa_hidden_size (`int`, *optional*):
             Hidden width of the VQA answer classifier MLP; `None` means 2 x (hidden_size + text hidden size), the
             "2 x joint width" of the BUTD/ViLBERT VQA classifiers.
+        use_mask_head (`bool`, defaults to `False`):
+            Whether the model holds GLIPv2's mask head (instance and referring segmentation; `mask_head`), a
+            Mask R-CNN-style head on the fused features (see [`Glipv2MaskHead`]).
+        mask_head_convs (`int`, defaults to 4):
+            3x3 convolutions of the mask head before its 2x upsampling (Mask R-CNN: 4).
+        mask_roi_size (`int`, defaults to 14):
+            Side of the RoIAlign grid of the mask head; masks are predicted at twice this resolution.
+        mask_candidates (`int`, defaults to 100):
+            Anchors per image (per prompt chunk) that get a mask at inference: those with the highest token (or
+            label) probability x centerness; instance segmentation reports detections among them.
         tie_word_embeddings (`bool`, defaults to `True`):
             Whether the decoders of the LM heads (`caption_head`, `mlm_head`) share the text encoder's word
             embeddings, as BERT's MLM head does.
@@ -124,6 +134,10 @@ class Glipv2Config(PreTrainedConfig):
     projection_dim: int = 256
     logit_scale_init: float = 2.6592
     vqa_hidden_size: int | None = None
+    use_mask_head: bool = False
+    mask_head_convs: int = 4
+    mask_roi_size: int = 14
+    mask_candidates: int = 100
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -158,6 +172,11 @@ class Glipv2Config(PreTrainedConfig):
             )
         if self.num_fusion_layers < 1:
             raise ValueError(f"num_fusion_layers must be >= 1, got {self.num_fusion_layers}.")
+        if self.mask_roi_size < 1 or self.mask_candidates < 1 or self.mask_head_convs < 0:
+            raise ValueError(
+                f"mask_roi_size ({self.mask_roi_size}) and mask_candidates ({self.mask_candidates}) must be >= 1 "
+                f"and mask_head_convs ({self.mask_head_convs}) >= 0."
+            )
 
     @property
     def layer_scale_init(self) -> float:

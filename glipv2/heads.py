@@ -8,7 +8,9 @@ Every head keeps its module name in every class (`grounding_head`, `vqa_head`, `
   region-word logits, box deltas and centerness per anchor;
 - vqa: answer classifier on pooled fused text and vision (BUTD / ViLBERT / UNITER style);
 - caption, mlm: BERT's LM prediction head, decoder tied to the word embeddings;
-- contrastive: CLIP-style projections of the pre-fusion features with a learnable temperature.
+- contrastive: CLIP-style projections of the pre-fusion features with a learnable temperature;
+- mask (only with `config.use_mask_head`): a Mask R-CNN mask head on the fused features, one class-agnostic mask
+  per box (instance and referring segmentation).
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 # Every head a checkpoint of this family may hold, in the order the all-heads class builds them.
-HEAD_NAMES: tuple[str, ...] = ("grounding_head", "vqa_head", "caption_head", "mlm_head", "contrastive_head")
+HEAD_NAMES: tuple[str, ...] = (
+    "grounding_head",
+    "vqa_head",
+    "caption_head",
+    "mlm_head",
+    "contrastive_head",
+    "mask_head",
+)
+# Heads a model holds only when its config asks for them (`use_<name>`), so older checkpoints keep their keys.
+OPTIONAL_HEADS: tuple[str, ...] = ("mask_head",)
 
 # Official VLDyHead clamps dot-product logits to +-50000 (FUSE_CONFIG.CLAMP_DOT_PRODUCT, True in the GLIP-T/L configs).
 DOT_PRODUCT_LOGIT_CLAMP = 50000.0
@@ -263,6 +274,104 @@ class Glipv2ContrastiveHead(nn.Module):
         return self.embed_words(masked_mean(features, attention_mask))
 
 
+# ------------------------------------------------------------------------------------------------------ masks
+# FPN's RoI-to-level rule (Lin et al. 2017, eq. 1): a 224x224 box maps to level 4.
+CANONICAL_BOX_SIZE = 224.0
+CANONICAL_LEVEL = 4
+
+
+class Glipv2MaskHead(nn.Module):
+    """One class-agnostic mask per box, from the fused image features (instance and referring segmentation).
+
+    Mask R-CNN's mask head (He et al. 2017, FPN variant): RoIAlign (`aligned=True`, 2 samples per bin) of a
+    `roi_size` x `roi_size` grid from the level FPN's rule assigns a box (`floor(4 + log2(sqrt(wh) / 224))`, clamped
+    to the levels at strides 8-32), `num_convs` 3x3 convolutions with ReLU, a 2x transposed convolution with ReLU
+    and a 1x1 convolution to one mask logit per position (`2 * roi_size` square). The masks are class-agnostic:
+    a box's class is the phrase it is grounded to, so the vocabulary stays the prompt's. GLIPv2's text available to
+    this project does not specify its mask head; this is the standard one, on the features after the fusion (so a
+    referring expression shapes them).
+
+    Args:
+        hidden_size: channels of the fused levels (and of the head's convolutions).
+        num_convs: 3x3 convolutions before the upsampling.
+        roi_size: RoIAlign grid side; masks are `2 * roi_size` square.
+        strides: the stride of each fused level (P3, P4, ...).
+    """
+
+    def __init__(self, hidden_size: int, num_convs: int, roi_size: int, strides: tuple[int, ...]) -> None:
+        super().__init__()
+        self.roi_size = roi_size
+        self.strides = tuple(int(stride) for stride in strides)
+        self.convs = nn.ModuleList(nn.Conv2d(hidden_size, hidden_size, 3, padding=1) for _ in range(num_convs))
+        self.upsample = nn.ConvTranspose2d(hidden_size, hidden_size, 2, stride=2)
+        self.predictor = nn.Conv2d(hidden_size, 1, 1)
+
+    def levels(self, boxes: torch.Tensor) -> torch.Tensor:
+        """`(N, 4)` continuous pixel xyxy -> `(N,)` index of the level each box is pooled from (strides 8-32)."""
+        first = int(math.log2(self.strides[0]))
+        usable = [index for index, stride in enumerate(self.strides) if stride <= 32] or [0]
+        size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)).sqrt()
+        level = torch.floor(CANONICAL_LEVEL + torch.log2(size / CANONICAL_BOX_SIZE + 1e-8)) - first
+        return level.clamp(min=usable[0], max=usable[-1]).long()
+
+    def pool(
+        self,
+        features: tuple[torch.Tensor, ...],
+        boxes: list[torch.Tensor],
+        image_sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """RoIAlign of every image's boxes (`(N_i, 4)` continuous pixel xyxy of the model input) from their levels:
+        `(sum N_i, C, roi_size, roi_size)` in image order. With `image_sizes` (`(B, 2)` unpadded input sizes) each
+        image is pooled from its own part of the padded batch (`ceil(size / stride)` cells per level), so that it
+        gets the masks it gets alone (RoIAlign clamps samples at a map's border, where the batch has padding)."""
+        from torchvision.ops import roi_align
+
+        counts = [len(box) for box in boxes]
+        rois = torch.cat([box.reshape(-1, 4) for box in boxes]).to(features[0].dtype)
+        pooled = features[0].new_zeros(len(rois), features[0].shape[1], self.roi_size, self.roi_size)
+        if len(rois) == 0:
+            return pooled
+        levels = self.levels(rois.float())
+        images = torch.repeat_interleave(
+            torch.arange(len(boxes), device=rois.device), torch.tensor(counts).to(rois.device)
+        )
+        for image in range(len(boxes)) if image_sizes is not None else [None]:
+            for level in levels.unique().tolist():
+                selected = levels == level
+                level_features = features[level]
+                if image is not None:
+                    selected = selected & (images == image)
+                    if not selected.any():
+                        continue
+                    height, width = (math.ceil(int(v) / self.strides[level]) for v in image_sizes[image].tolist())
+                    level_features = level_features[image : image + 1, :, :height, :width]
+                    indices = rois.new_zeros(int(selected.sum()), 1)
+                else:
+                    indices = images[selected, None].to(rois.dtype)
+                pooled[selected] = roi_align(
+                    level_features,
+                    torch.cat([indices, rois[selected]], dim=1),
+                    output_size=self.roi_size,
+                    spatial_scale=1.0 / self.strides[level],
+                    sampling_ratio=2,
+                    aligned=True,
+                )
+        return pooled
+
+    def forward(
+        self,
+        features: tuple[torch.Tensor, ...],
+        boxes: list[torch.Tensor],
+        image_sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fused levels `(B, C, H_l, W_l)` and per image `(N_i, 4)` boxes (and the `(B, 2)` unpadded sizes, see
+        [`pool`]) -> `(sum N_i, 2 roi, 2 roi)` mask logits."""
+        x = self.pool(features, boxes, image_sizes)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.predictor(F.relu(self.upsample(x)))[:, 0]
+
+
 # ------------------------------------------------------------------------------------------------------ factory
 def build_head(name: str, config: Any) -> nn.Module:
     """The head called `name` (one of [`HEAD_NAMES`]) sized for a [`Glipv2Config`]; the one place that reads the
@@ -285,6 +394,9 @@ def build_head(name: str, config: Any) -> nn.Module:
         return Glipv2ContrastiveHead(
             config.hidden_size, text.hidden_size, config.projection_dim, config.logit_scale_init
         )
+    if name == "mask_head":
+        strides = tuple(config.anchor_strides[: config.num_feature_levels])
+        return Glipv2MaskHead(config.hidden_size, config.mask_head_convs, config.mask_roi_size, strides)
     raise ValueError(f"Unknown head {name!r}; heads: {HEAD_NAMES}.")
 
 
@@ -292,10 +404,12 @@ __all__ = [
     "DOT_PRODUCT_LOGIT_CLAMP",
     "HEAD_NAMES",
     "LOGIT_SCALE_MAX",
+    "OPTIONAL_HEADS",
     "PADDED_TOKEN_LOGIT",
     "Glipv2ContrastiveHead",
     "Glipv2GroundingHead",
     "Glipv2LMHead",
+    "Glipv2MaskHead",
     "Glipv2Scale",
     "Glipv2VqaHead",
     "build_head",

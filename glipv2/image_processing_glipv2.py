@@ -432,59 +432,138 @@ class Glipv2ImageProcessor(PilBackend):
         Returns:
             Per image `{"scores": (N,), "labels": (N,) int64, "boxes": (N, 4) absolute xyxy}`.
         """
-        from .post_processing import post_process_grounding
+        return self.detections(outputs, threshold, target_sizes, top_k)
+
+    def detections(
+        self,
+        outputs: Any,
+        threshold: float = 0.05,
+        target_sizes: Any = None,
+        top_k: int = 100,
+        positive_maps: list[torch.Tensor] | None = None,
+        mask_candidates_only: bool = False,
+    ) -> list[dict[str, torch.Tensor]]:
+        """[`post_process_object_detection`], and for open-vocabulary prompts of several labels their
+        `positive_maps` (per image `(num_labels, T)`, from [`Glipv2Processor`]). With `mask_candidates_only` only the
+        anchors of `outputs.mask_anchor_indices` are decoded and each result has their `anchor_indices` (with
+        several prompt chunks `chunk * A + anchor`)."""
+        from .post_processing import keep_only_anchors, post_process_grounding
 
         def get(name: str) -> Any:
             return outputs[name] if isinstance(outputs, dict) and name in outputs else getattr(outputs, name, None)
 
         logits, boxes, centerness = get("logits"), get("pred_boxes"), get("centerness")
         spatial_shapes, label_chunks = get("spatial_shapes"), get("label_chunks")
+        candidates = get("mask_anchor_indices") if mask_candidates_only else None
         batch_size = logits.shape[0]
+        options = {"threshold": threshold, "max_detections": top_k, "target_sizes": target_sizes}
+        options["return_anchor_indices"] = mask_candidates_only
         if label_chunks is None:
-            mask, input_ids = get("text_attention_mask"), get("input_ids")
-            lengths = mask.sum(-1) if mask is not None else torch.full((batch_size,), logits.shape[-1])
-            maps = [
-                _label_tokens(index, int(length), input_ids[index] if input_ids is not None else None, logits)
-                for index, length in enumerate(lengths.tolist())
-            ]
-            return post_process_grounding(
-                logits,
-                boxes,
-                centerness,
-                spatial_shapes,
-                maps,
-                threshold=threshold,
-                max_detections=top_k,
-                target_sizes=target_sizes,
-            )
+            if positive_maps is None:
+                mask, input_ids = get("text_attention_mask"), get("input_ids")
+                lengths = mask.sum(-1) if mask is not None else torch.full((batch_size,), logits.shape[-1])
+                positive_maps = [
+                    _label_tokens(index, int(length), input_ids[index] if input_ids is not None else None, logits)
+                    for index, length in enumerate(lengths.tolist())
+                ]
+            if candidates is not None:
+                logits = keep_only_anchors(logits, candidates)
+            return post_process_grounding(logits, boxes, centerness, spatial_shapes, positive_maps, **options)
         if boxes.dim() == 3:
             boxes, centerness = boxes[:, None], centerness[:, None]
+        num_anchors = boxes.shape[2]
         per_chunk = []
         for chunk in range(boxes.shape[1]):
             label_ids = (label_chunks == chunk).nonzero().flatten()
             maps = [torch.eye(len(label_ids), device=logits.device)] * batch_size
+            chunk_logits = logits[..., label_ids]
+            if candidates is not None:
+                in_chunk = torch.where(candidates // num_anchors == chunk, candidates % num_anchors, -1)
+                chunk_logits = keep_only_anchors(chunk_logits, torch.where(candidates >= 0, in_chunk, -1))
             results = post_process_grounding(
-                logits[..., label_ids],
-                boxes[:, chunk],
-                centerness[:, chunk],
-                spatial_shapes,
-                maps,
-                threshold=threshold,
-                max_detections=top_k,
-                target_sizes=target_sizes,
+                chunk_logits, boxes[:, chunk], centerness[:, chunk], spatial_shapes, maps, **options
             )
             for result in results:
                 result["labels"] = label_ids[result["labels"]]
+                if "anchor_indices" in result:
+                    result["anchor_indices"] = result["anchor_indices"] + chunk * num_anchors
             per_chunk.append(results)
         merged = []
+        keys = (
+            ("scores", "labels", "boxes", "anchor_indices") if mask_candidates_only else ("scores", "labels", "boxes")
+        )
         for index in range(batch_size):  # labels differ across chunks, so class-wise NMS is already complete
             parts = [results[index] for results in per_chunk]
             scores = torch.cat([part["scores"] for part in parts])
             order = scores.argsort(descending=True, stable=True)[:top_k]
-            merged.append(
-                {key: torch.cat([part[key] for part in parts])[order] for key in ("scores", "labels", "boxes")}
-            )
+            merged.append({key: torch.cat([part[key] for part in parts])[order] for key in keys})
         return merged
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: Any = None,
+        return_coco_annotation: bool = False,
+        return_binary_maps: bool = False,
+        top_k: int = 100,
+        positive_maps: list[torch.Tensor] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Instances (box, label, score and mask) from the outputs of [`Glipv2ForSegmentation`] (closed vocabulary,
+        transformers' stock `image-segmentation` pipeline) or [`Glipv2ForInstanceSegmentation`] (one label per
+        prompt here; for prompts of several labels use [`Glipv2Processor.post_process_instance_segmentation`]).
+
+        The detections are GLIP's (`post_process_object_detection`: score `> threshold`, NMS, at most `top_k`) among
+        the model's mask candidates; each mask is pasted into its box at the target size.
+
+        Args:
+            outputs: model outputs with `pred_masks` and `mask_anchor_indices`.
+            threshold: minimum detection score. mask_threshold: a pixel belongs to a mask above this probability.
+            overlap_mask_area_threshold: see `post_processing.instance_segments`.
+            target_sizes: `(B, 2)` `(height, width)` per image (default: the model input sizes).
+            return_coco_annotation: per segment a COCO compressed RLE (for COCO results files).
+            return_binary_maps: per segment a `(H, W)` binary map.
+            positive_maps: per image `(num_labels, T)` label-token maps of an open-vocabulary prompt.
+
+        Returns:
+            Per image transformers' instance-segmentation dict `{"segmentation", "segments_info"}` (see
+            `post_processing.instance_segments`) plus `"boxes"` `(N, 4)` absolute xyxy, `"scores"`, `"labels"` and
+            `"masks"` `(N, H, W)` probabilities of every detection (segments index these).
+        """
+        from .post_processing import instance_segments, paste_masks
+
+        def get(name: str) -> Any:
+            return outputs[name] if isinstance(outputs, dict) and name in outputs else getattr(outputs, name, None)
+
+        pred_masks = get("pred_masks")
+        if pred_masks is None:
+            raise ValueError(
+                "These outputs have no masks (pred_masks): run a model with a mask head in eval mode without labels "
+                "(Glipv2ForInstanceSegmentation, or Glipv2ForSegmentation for a closed vocabulary)."
+            )
+        candidates, image_sizes = get("mask_anchor_indices"), get("image_sizes")
+        if target_sizes is None:
+            target_sizes = image_sizes
+        results = self.detections(outputs, threshold, target_sizes, top_k, positive_maps, mask_candidates_only=True)
+        segmented = []
+        for index, result in enumerate(results):
+            height, width = (int(v) for v in torch.as_tensor(target_sizes[index]).reshape(2).tolist())
+            slots = (candidates[index][None, :] == result["anchor_indices"][:, None]).float().argmax(dim=1)
+            masks = paste_masks(pred_masks[index][slots], result["boxes"], height, width)
+            segments = instance_segments(
+                result["scores"],
+                result["labels"],
+                masks,
+                mask_threshold,
+                overlap_mask_area_threshold,
+                return_binary_maps,
+                return_coco_annotation,
+            )
+            segments.update(scores=result["scores"], labels=result["labels"], boxes=result["boxes"], masks=masks)
+            segmented.append(segments)
+        return segmented
 
 
 def _label_tokens(index: int, length: int, input_ids: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@
 - VQA: the soft-score BCE of VQAv2 classifiers; captioning and MLM: token cross-entropies.
 - Contrastive: CLIP's symmetric InfoNCE and GLIPv2's inter-image region-word loss, gathered across processes
   ([`gather_with_grad`]).
+- Masks: Mask R-CNN's per-pixel binary cross-entropy on the mask head's logits, against the ground-truth masks
+  resampled into each box ([`mask_targets`], torchvision's `project_masks_on_boxes`).
 """
 
 from __future__ import annotations
@@ -476,14 +478,54 @@ def region_word_contrastive_loss(
     ) / 2
 
 
+# ------------------------------------------------------------------------------------------------------ masks
+# Training boxes of the mask head: each ground-truth box, moved and scaled by up to this fraction of its size, so the
+# head sees boxes as loose as the detector's (Mask R-CNN trains on its proposals).
+MASK_BOX_JITTER = 0.1
+
+
+def jitter_boxes(boxes: torch.Tensor, amount: float = MASK_BOX_JITTER) -> torch.Tensor:
+    """`(N, 4)` continuous xyxy boxes with each side moved by up to `amount` x the box's width or height (uniform,
+    from torch's global generator), kept at least one pixel wide."""
+    if amount <= 0 or boxes.numel() == 0:
+        return boxes
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    moved = boxes + (torch.rand_like(boxes) * 2 - 1) * amount * size
+    low, high = moved[:, :2], torch.maximum(moved[:, 2:], moved[:, :2] + 1.0)
+    return torch.cat([low, high], dim=1)
+
+
+def mask_targets(masks: torch.Tensor, boxes: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Ground-truth masks `(N, H, W)` (0/1, the model input frame) resampled into their boxes `(N, 4)` (continuous
+    pixel xyxy): `(N, resolution, resolution)` soft targets in [0, 1] (torchvision's `project_masks_on_boxes`,
+    RoIAlign with `aligned=True`)."""
+    from torchvision.ops import roi_align
+
+    if masks.shape[0] == 0:
+        return masks.new_zeros(0, resolution, resolution, dtype=torch.float32)
+    rois = torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].to(boxes.dtype), boxes], dim=1)
+    return roi_align(masks[:, None].float(), rois.float(), resolution, 1.0, sampling_ratio=2, aligned=True)[:, 0]
+
+
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel binary cross-entropy of `(R, M, M)` mask logits (Mask R-CNN); 0 (with a graph) for no RoI."""
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+
+
 __all__ = [
     "DEFAULT_GROUNDING_LOSS_WEIGHTS",
+    "MASK_BOX_JITTER",
     "Glipv2GroundingLoss",
     "atss_assign",
     "centerness_targets",
     "clip_contrastive_loss",
     "gather_with_grad",
     "giou_loss",
+    "jitter_boxes",
+    "mask_loss",
+    "mask_targets",
     "mlm_loss",
     "region_word_contrastive_loss",
     "shifted_lm_loss",

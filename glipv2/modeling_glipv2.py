@@ -29,6 +29,7 @@ from .heads import (
     Glipv2ContrastiveHead,
     Glipv2GroundingHead,
     Glipv2LMHead,
+    Glipv2MaskHead,
     Glipv2Scale,
     Glipv2VqaHead,
     unexpected_head_keys,
@@ -245,6 +246,12 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             init.normal_(module.visual_projection.weight, std=module.visual_projection.in_features**-0.5)
             init.normal_(module.text_projection.weight, std=module.text_projection.in_features**-0.5)
             init.constant_(module.logit_scale, self.config.logit_scale_init)
+        elif isinstance(module, Glipv2MaskHead):  # Mask R-CNN: kaiming normal (fan_out, relu), zero bias
+            for conv in [*module.convs, module.upsample]:
+                init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                init.zeros_(conv.bias)
+            init.normal_(module.predictor.weight, std=0.001)
+            init.zeros_(module.predictor.bias)
 
 
 class Glipv2Model(Glipv2PreTrainedModel):

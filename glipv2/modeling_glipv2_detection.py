@@ -8,7 +8,7 @@ tokenized once, stored in the config, and whose text features are encoded once p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -297,19 +297,19 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
             self._text_cache = prompts
         return prompts
 
-    def forward(
+    def run_chunks(
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor | None = None,
         labels: list[dict[str, torch.Tensor]] | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> Glipv2GroundingOutput | tuple:
-        """`pixel_values` `(B, 3, H, W)`; `labels` per image `{"boxes", "class_labels"}` (ids of `id2label`)."""
+    ) -> Glipv2ChunkedPredictions:
+        """The image backbone once, then the fusion and the grounding head once per prompt chunk (with each chunk's
+        grounding loss when `labels` are given)."""
         prompts = self._encoded_prompts(pixel_values.device)
         image_features = self.model.encode_image(pixel_values, pixel_mask)
         batch, num_chunks = pixel_values.shape[0], prompts["input_ids"].shape[0]
-        logits, boxes, centerness, loss_parts = [], [], [], []
+        run = Glipv2ChunkedPredictions(label_chunks=prompts["label_chunks"])
+        logits = []
         for chunk in range(num_chunks):
             outputs = self.model(
                 pixel_values=pixel_values,
@@ -323,36 +323,68 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
             in_chunk = prompts["label_chunks"] == chunk
             chunk_logits = _label_logits(predictions.logits, weights)
             logits.append(torch.where(in_chunk, chunk_logits, torch.finfo(torch.float32).min))
-            boxes.append(predictions.pred_boxes)
-            centerness.append(predictions.centerness)
+            run.boxes.append(predictions.pred_boxes)
+            run.centerness.append(predictions.centerness)
+            run.features.append(outputs.vision_features)
             if labels is not None:
                 chunk_labels = [
-                    {"boxes": label["boxes"], "positive_map": (weights[label["class_labels"]] > 0).float()}
-                    for label in labels
+                    {**label, "positive_map": (weights[label["class_labels"]] > 0).float()} for label in labels
                 ]
-                loss_parts.append(self.grounding_loss(chunk_labels, predictions))
-        label_logits = torch.stack(logits).amax(dim=0)  # each label is real in exactly one chunk
+                run.loss_parts.append(self.grounding_loss(chunk_labels, predictions))
+        run.label_logits = torch.stack(logits).amax(dim=0)  # each label is real in exactly one chunk
+        run.spatial_shapes, run.image_sizes = predictions.spatial_shapes, outputs.image_sizes
+        return run
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        labels: list[dict[str, torch.Tensor]] | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> Glipv2GroundingOutput | tuple:
+        """`pixel_values` `(B, 3, H, W)`; `labels` per image `{"boxes", "class_labels"}` (ids of `id2label`)."""
+        run = self.run_chunks(pixel_values, pixel_mask, labels)
+        return return_output(Glipv2GroundingOutput(**run.grounding_output()), return_dict)
+
+
+@dataclass
+class Glipv2ChunkedPredictions:
+    """What [`Glipv2ForObjectDetection.run_chunks`] computes: per prompt chunk the decoded boxes, centerness, fused
+    features and grounding loss, and the label logits over all chunks."""
+
+    label_chunks: torch.Tensor
+    label_logits: torch.Tensor | None = None
+    boxes: list[torch.Tensor] = field(default_factory=list)
+    centerness: list[torch.Tensor] = field(default_factory=list)
+    features: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    loss_parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = field(default_factory=list)
+    spatial_shapes: torch.Tensor | None = None
+    image_sizes: torch.Tensor | None = None
+
+    def grounding_output(self) -> dict[str, Any]:
+        """The fields of a [`Glipv2GroundingOutput`]: losses averaged over chunks; with one chunk `pred_boxes`
+        `(B, A, 4)` and `centerness` `(B, A)`, with K > 1 `(B, K, A, 4)` and `(B, K, A)`."""
         loss = loss_dict = None
-        if loss_parts:
-            loss = sum(part[0] for part in loss_parts) / len(loss_parts)
-            loss_dict = {
-                name: sum(part[1][name] for part in loss_parts) / len(loss_parts) for name in loss_parts[0][1]
-            }
-        single = num_chunks == 1
-        output = Glipv2GroundingOutput(
-            loss=loss,
-            loss_dict=loss_dict,
-            logits=label_logits,
-            pred_boxes=boxes[0] if single else torch.stack(boxes, dim=1),
-            centerness=centerness[0] if single else torch.stack(centerness, dim=1),
-            spatial_shapes=predictions.spatial_shapes,
-            image_sizes=outputs.image_sizes,
-            label_chunks=prompts["label_chunks"],
-        )
-        return return_output(output, return_dict)
+        if self.loss_parts:
+            loss = sum(part[0] for part in self.loss_parts) / len(self.loss_parts)
+            names = self.loss_parts[0][1]
+            loss_dict = {name: sum(part[1][name] for part in self.loss_parts) / len(self.loss_parts) for name in names}
+        single = len(self.boxes) == 1
+        return {
+            "loss": loss,
+            "loss_dict": loss_dict,
+            "logits": self.label_logits,
+            "pred_boxes": self.boxes[0] if single else torch.stack(self.boxes, dim=1),
+            "centerness": self.centerness[0] if single else torch.stack(self.centerness, dim=1),
+            "spatial_shapes": self.spatial_shapes,
+            "image_sizes": self.image_sizes,
+            "label_chunks": self.label_chunks,
+        }
 
 
 __all__ = [
+    "Glipv2ChunkedPredictions",
     "Glipv2ForGrounding",
     "Glipv2ForObjectDetection",
     "Glipv2GroundingMixin",

@@ -24,6 +24,7 @@ from .loss import (
 from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
 from .modeling_glipv2_captioning import causal_text_features, encode_image_memory
 from .modeling_glipv2_detection import Glipv2GroundingMixin, Glipv2GroundingPredictions, targets_to_pixels
+from .modeling_glipv2_segmentation import Glipv2MaskMixin
 
 
 @dataclass
@@ -100,7 +101,7 @@ def region_word_inputs(
     return torch.cat(regions), torch.cat(region_labels), torch.cat(words), torch.cat(word_labels)
 
 
-class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
+class Glipv2ForPreTraining(Glipv2MaskMixin, Glipv2GroundingMixin, Glipv2PreTrainedModel):
     """Every head on the shared backbone and GLIPv2's pre-training losses, returned by name:
 
     - `loss_cls`, `loss_box`, `loss_centerness`: the grounding losses of [`Glipv2ForGrounding`] (same code);
@@ -108,7 +109,8 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
       gathered across processes);
     - `loss_mlm`: masked-LM on the fused text (`mlm_labels`, -100 ignored);
     - `loss_itc`: image-text contrast of the pooled pre-fusion features (`return_itc_loss=True`, gathered);
-    - `loss_vqa`: the VQA soft-score loss (`vqa_labels`).
+    - `loss_vqa`: the VQA soft-score loss (`vqa_labels`);
+    - `loss_mask`: the mask head's loss (with `config.use_mask_head`, for labels that carry `masks`).
 
     `loss = sum(model.loss_weights[name] * loss_dict[name])`; weights are set by the training side (defaults: the
     official grounding weights, 1 for the rest), never by the config. The captioning objective runs through
@@ -127,6 +129,8 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
         self.mlm_head = build_head("mlm_head", config)
         self.contrastive_head = build_head("contrastive_head", config)
         self.loss_weights.update({"loss_region_word": 1.0, "loss_mlm": 1.0, "loss_itc": 1.0, "loss_vqa": 1.0})
+        if config.use_mask_head:
+            self.init_masks()
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Module:
@@ -211,6 +215,10 @@ class Glipv2ForPreTraining(Glipv2GroundingMixin, Glipv2PreTrainedModel):
         if labels is not None:
             losses.update(self.grounding_loss(labels, predictions)[1])
             losses["loss_region_word"] = self._region_word_loss(labels, outputs, predictions)
+            if self.config.use_mask_head:
+                masks = self.mask_training_loss(labels, outputs.vision_features, outputs.image_sizes)
+                if masks is not None:
+                    losses["loss_mask"] = masks
         mlm_logits = self.mlm_head(outputs.text_features) if mlm_labels is not None else None
         if mlm_labels is not None:
             losses["loss_mlm"] = mlm_loss(mlm_logits, mlm_labels)

@@ -13,10 +13,13 @@ equals the official "+1" IoU of ``ml_nms`` (IoU is invariant to per-axis scaling
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy
 import torch
+import torch.nn.functional as F
 
 from .box_ops import box_iou, cxcywh_to_xyxy
 
@@ -146,6 +149,7 @@ def post_process_grounding(
     nms_threshold: float = 0.6,
     max_detections: int = 100,
     target_sizes: torch.Tensor | Sequence | None = None,
+    return_anchor_indices: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Turn region-word logits into scored, labelled, NMS-filtered boxes (official ``ATSSPostProcessor``).
 
@@ -165,6 +169,7 @@ def post_process_grounding(
         nms_threshold: class-wise NMS IoU threshold (official 0.6); ``<= 0`` disables NMS.
         max_detections: detections kept per image (official 100); ``<= 0`` keeps all.
         target_sizes: ``(B, 2)`` tensor or list of ``(height, width)``; boxes are then absolute pixels.
+        return_anchor_indices: also return each detection's anchor (``"anchor_indices"`` ``(N,)``, into ``A``).
 
     Returns:
         Per image ``{"scores": (N,) float32, "boxes": (N, 4) float32 xyxy (absolute if ``target_sizes`` else
@@ -200,12 +205,108 @@ def post_process_grounding(
             boxes = boxes * scale
         if nms_threshold > 0 and scores.numel() > 0:
             keep = batched_nms(boxes, scores, labels, nms_threshold)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            boxes, scores, labels, anchor_idx = boxes[keep], scores[keep], labels[keep], anchor_idx[keep]
         order = torch.sort(scores, descending=True, stable=True).indices
         if max_detections > 0:
             order = order[:max_detections]
-        results.append({"scores": scores[order], "boxes": boxes[order], "labels": labels[order]})
+        result = {"scores": scores[order], "boxes": boxes[order], "labels": labels[order]}
+        if return_anchor_indices:
+            result["anchor_indices"] = anchor_idx[order]
+        results.append(result)
     return results
 
 
-__all__ = ["batched_nms", "nms", "post_process_grounding"]
+def keep_only_anchors(logits: torch.Tensor, anchor_indices: torch.Tensor) -> torch.Tensor:
+    """``(B, A, T)`` logits with every anchor not in its image's ``anchor_indices`` ``(B, K)`` (``-1`` entries
+    ignored) set to the lowest logit, so that post-processing decodes only those anchors."""
+    keep = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
+    valid = anchor_indices >= 0
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None].expand_as(anchor_indices)
+    keep[rows[valid], anchor_indices[valid]] = True
+    return logits.masked_fill(~keep[..., None], torch.finfo(logits.dtype).min)
+
+
+def paste_masks(mask_logits: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, M, M)`` mask logits predicted in their boxes ``(N, 4)`` (continuous absolute xyxy in an image of
+    ``height`` x ``width``) -> ``(N, height, width)`` probabilities.
+
+    Each pixel centre ``(x + 0.5, y + 0.5)`` inside a box samples the box's probabilities bilinearly at its position
+    in the box (detectron2's ``paste_masks_in_image``): the inverse of the training targets' RoIAlign
+    (``aligned=True``), so a mask filling its box covers exactly the pixels whose centres lie in it (torchvision's
+    legacy paste rounds boxes to integers and adds a pixel on each side)."""
+    probabilities = mask_logits.float().sigmoid()
+    pasted = probabilities.new_zeros(len(probabilities), height, width)
+    for index, (x0, y0, x1, y1) in enumerate(boxes.float().tolist()):
+        left, right = max(math.floor(x0), 0), min(math.ceil(x1), width)
+        top, bottom = max(math.floor(y0), 0), min(math.ceil(y1), height)
+        if right <= left or bottom <= top:
+            continue
+        xs = (torch.arange(left, right, device=pasted.device) + 0.5 - x0) / max(x1 - x0, 1e-6) * 2 - 1
+        ys = (torch.arange(top, bottom, device=pasted.device) + 0.5 - y0) / max(y1 - y0, 1e-6) * 2 - 1
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
+        sampled = F.grid_sample(probabilities[index][None, None], grid, align_corners=False, padding_mode="zeros")
+        pasted[index, top:bottom, left:right] = sampled[0, 0]
+    return pasted
+
+
+def instance_segments(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    return_binary_maps: bool = False,
+    return_coco_annotation: bool = False,
+) -> dict[str, Any]:
+    """transformers' instance-segmentation result of one image from its instances (by decreasing score).
+
+    Args:
+        scores, labels: ``(N,)`` of the instances. masks: ``(N, H, W)`` probabilities at the output size.
+        mask_threshold: a pixel belongs to an instance where its probability is ``> mask_threshold``.
+        overlap_mask_area_threshold: in the segmentation map every pixel goes to the best-scoring instance covering
+            it; an instance keeping less than this share of its mask there is dropped from the map (Mask2Former's
+            rule), not from `return_binary_maps` / `return_coco_annotation` results.
+        return_binary_maps: `segmentation` is then `(N, H, W)` binary maps, one per segment (all instances).
+        return_coco_annotation: `segmentation` is then one COCO compressed RLE per segment (all instances), as
+            COCO results files take them (pycocotools).
+
+    Returns:
+        `{"segmentation": (H, W) int32 map (-1 background, else the segment id) | maps | RLEs, "segments_info":
+        [{"id", "label_id", "was_fused": False, "score"}]}`.
+    """
+    binary = masks > mask_threshold
+    if return_binary_maps or return_coco_annotation:
+        info = [
+            {"id": index, "label_id": int(label), "was_fused": False, "score": float(score)}
+            for index, (score, label) in enumerate(zip(scores.tolist(), labels.tolist()))
+        ]
+        if return_binary_maps:
+            return {"segmentation": binary, "segments_info": info}
+        from pycocotools import mask as mask_utils
+
+        rles = []
+        for mask in binary.cpu().numpy():
+            rle = mask_utils.encode(numpy.asfortranarray(mask.astype(numpy.uint8)))
+            rles.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("utf-8")})
+        return {"segmentation": rles, "segments_info": info}
+    height, width = masks.shape[-2:]
+    segmentation = torch.full((height, width), -1, dtype=torch.int32, device=masks.device)
+    info = []
+    for score, label, mask in zip(scores.tolist(), labels.tolist(), binary):
+        area = int(mask.sum())
+        visible = mask & (segmentation < 0)
+        if area == 0 or int(visible.sum()) / area < overlap_mask_area_threshold:
+            continue
+        segmentation[visible] = len(info)
+        info.append({"id": len(info), "label_id": int(label), "was_fused": False, "score": float(score)})
+    return {"segmentation": segmentation, "segments_info": info}
+
+
+__all__ = [
+    "batched_nms",
+    "instance_segments",
+    "keep_only_anchors",
+    "nms",
+    "paste_masks",
+    "post_process_grounding",
+]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy
 import torch
 from transformers.image_processing_base import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -348,7 +349,8 @@ class Glipv2Processor(ProcessorMixin):
             text: a prompt (str), one prompt per image (list of str), or one label list per image
                 (`list[list[str]]`, joined with `build_prompt`). With one image, a flat list of strings is that
                 image's label list (as Grounding DINO's processor reads it).
-            grounding_targets: per image `{"boxes": (N, 4) xyxy in original pixels, "spans": N span lists}`.
+            grounding_targets: per image `{"boxes": (N, 4) xyxy in original pixels, "spans": N span lists}`, and
+                optionally `"masks"`: `(N, H, W)` 0/1 at the image's original size (segmentation).
             return_tensors: "pt" (default), "np" or None.
             max_length: the most tokens a prompt may have, special tokens included (256 in GLIP).
             kwargs: image processor options (e.g. `size`) go to the image processor, the rest to the tokenizer.
@@ -356,7 +358,8 @@ class Glipv2Processor(ProcessorMixin):
         Returns:
             `BatchFeature` with `pixel_values` `(B, 3, H, W)`, `pixel_mask` `(B, H, W)`, `input_ids`,
             `attention_mask` (and `token_type_ids`) `(B, T)`, and with targets `labels`: per image
-            `{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) float 0/1}`.
+            `{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) float 0/1}` (and `"masks"` `(N, h, w)` bool,
+            resized with the image to its unpadded size in `pixel_values`).
         """
         if images is None and text is None:
             raise ValueError("Give images, text or both.")
@@ -385,6 +388,14 @@ class Glipv2Processor(ProcessorMixin):
             exif = image_kwargs.get("do_exif_transpose", getattr(self.image_processor, "do_exif_transpose", True))
             sizes = [get_image_size(image, exif) for image in flat_images]
             batch["labels"] = self._prepare_targets(grounding_targets, sizes, encoding, texts)
+            if any("masks" in target for target in grounding_targets):
+                pixel_mask = torch.as_tensor(data["pixel_mask"])
+                processed = [(int(m.any(1).sum()), int(m.any(0).sum())) for m in pixel_mask]
+                for index, (target, label) in enumerate(zip(grounding_targets, batch["labels"])):
+                    if "masks" in target:
+                        label["masks"] = _resize_masks(target["masks"], index, len(label["boxes"]), sizes[index])(
+                            processed[index]
+                        )
         return batch
 
     # ------------------------------------------------------------------------------------------------- targets
@@ -473,6 +484,65 @@ class Glipv2Processor(ProcessorMixin):
         from .post_processing import post_process_grounding
 
         del text_threshold  # see the docstring
+        positive_maps, names, target_sizes = self._named_labels(outputs, input_ids, text_labels, target_sizes)
+        results = post_process_grounding(
+            outputs.logits,
+            outputs.pred_boxes,
+            outputs.centerness,
+            outputs.spatial_shapes,
+            positive_maps,
+            threshold=threshold,
+            target_sizes=target_sizes,
+        )
+        for result, label_names in zip(results, names):
+            result["labels"] = result["labels"].to(torch.int64)
+            result["text_labels"] = [label_names[label] for label in result["labels"].tolist()]
+        return results
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.3,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: torch.Tensor | list[tuple[int, int]] | None = None,
+        text_labels: list[list[str]] | list[str] | None = None,
+        input_ids: torch.Tensor | None = None,
+        return_coco_annotation: bool = False,
+        return_binary_maps: bool = False,
+        top_k: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Instances of an open-vocabulary prompt (or a referring expression) from [`Glipv2ForInstanceSegmentation`]
+        outputs: GLIP's detections among the mask candidates, each with its mask at the target size.
+
+        Labels are named as in [`post_process_grounded_object_detection`] (`text_labels`, else the prompt's phrases).
+
+        Returns:
+            Per image `{"segmentation", "segments_info", "scores", "labels", "boxes", "masks", "text_labels"}`
+            (see `Glipv2ImageProcessor.post_process_instance_segmentation`); each segment's info also has `label`.
+        """
+        positive_maps, names, target_sizes = self._named_labels(outputs, input_ids, text_labels, target_sizes)
+        results = self.image_processor.post_process_instance_segmentation(
+            outputs,
+            threshold=threshold,
+            mask_threshold=mask_threshold,
+            overlap_mask_area_threshold=overlap_mask_area_threshold,
+            target_sizes=target_sizes,
+            return_coco_annotation=return_coco_annotation,
+            return_binary_maps=return_binary_maps,
+            top_k=top_k,
+            positive_maps=positive_maps,
+        )
+        for result, label_names in zip(results, names):
+            result["text_labels"] = [label_names[label] for label in result["labels"].tolist()]
+            for segment in result["segments_info"]:
+                segment["label"] = label_names[segment["label_id"]]
+        return results
+
+    def _named_labels(
+        self, outputs: Any, input_ids: torch.Tensor | None, text_labels: Any, target_sizes: Any
+    ) -> tuple[list[torch.Tensor], list[list[str]], torch.Tensor | None]:
+        """Per image the label-token maps and label names of the prompt, and the checked target sizes."""
         logits = outputs.logits
         batch_size, seq_len = logits.shape[0], logits.shape[-1]
         input_ids = input_ids if input_ids is not None else getattr(outputs, "input_ids", None)
@@ -497,19 +567,26 @@ class Glipv2Processor(ProcessorMixin):
                 positive_maps.append(positive_map)
                 names.append(phrase_names)
         positive_maps = [positive_map.to(logits.device, logits.dtype) for positive_map in positive_maps]
-        results = post_process_grounding(
-            logits,
-            outputs.pred_boxes,
-            outputs.centerness,
-            outputs.spatial_shapes,
-            positive_maps,
-            threshold=threshold,
-            target_sizes=target_sizes,
+        return positive_maps, names, target_sizes
+
+
+def _resize_masks(masks: Any, index: int, num_boxes: int, size: tuple[int, int]) -> Any:
+    """Check image `index`'s `(N, H, W)` masks (one per box, at the original `size`) and return a function that
+    resizes them to the processed size (bilinear, then > 0.5: a resized mask keeps its area)."""
+    masks = torch.as_tensor(numpy.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
+    if masks.dim() != 3 or masks.shape[0] != num_boxes or tuple(masks.shape[1:]) != tuple(size):
+        raise ValueError(
+            f"Image {index}: masks must be (num_boxes={num_boxes}, {size[0]}, {size[1]}) 0/1 at the image's size, "
+            f"got {tuple(masks.shape)}."
         )
-        for result, label_names in zip(results, names):
-            result["labels"] = result["labels"].to(torch.int64)
-            result["text_labels"] = [label_names[label] for label in result["labels"].tolist()]
-        return results
+
+    def resize(target: tuple[int, int]) -> torch.Tensor:
+        values = masks.float()
+        if tuple(target) != tuple(size) and len(values):
+            values = torch.nn.functional.interpolate(values[:, None], size=target, mode="bilinear")[:, 0]
+        return values > 0.5
+
+    return resize
 
 
 def _is_label_list(text: Any) -> bool:

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from glipv2 import Glipv2ForObjectDetection, Glipv2ForPreTraining
+from glipv2 import Glipv2ForPreTraining, Glipv2ForSegmentation
 from glipv2.auto_map import PIPELINES, TASK_CLASSES
 from tests.conftest import bert_processor, tiny_config
 
 LABELS = ["red square", "blue circle"]
 ANSWERS = ["red", "blue", "two"]
-NO_DROPOUT = {"fusion_attention_dropout": 0.0, "id2label": dict(enumerate(ANSWERS))}
+NO_DROPOUT = {"fusion_attention_dropout": 0.0, "id2label": dict(enumerate(ANSWERS)), "use_mask_head": True}
 
 # Every Auto class of the folder's auto_map and every pipeline, run from the folder's own code.
 REMOTE = textwrap.dedent(
@@ -40,7 +40,7 @@ REMOTE = textwrap.dedent(
     assert type(processor).__module__.startswith("transformers_modules")
     with torch.no_grad():
         for name in config.auto_map:
-            if name not in ("AutoConfig", "AutoModelForObjectDetection"):
+            if name not in ("AutoConfig", "AutoModelForObjectDetection", "AutoModelForImageSegmentation"):
                 model = getattr(transformers, name).from_pretrained(folder, trust_remote_code=True).eval()
                 assert type(model).__module__.startswith("transformers_modules"), type(model)
                 kwargs = inputs
@@ -57,7 +57,10 @@ REMOTE = textwrap.dedent(
         "visual-question-answering": (folder, lambda p: p(image, "what colour is the square?", top_k=2)),
         "image-captioning": (folder, lambda p: p(image, max_new_tokens=4)),
         "zero-shot-image-classification": (folder, lambda p: p(image, candidate_labels=["a cat", "a dog"])),
+        "instance-segmentation": (folder, lambda p: p(image, top_k=3, **labels)),
+        "referring-segmentation": (folder, lambda p: p(image, "the red square", threshold=0.0)),
         "object-detection": (closed, lambda p: p(image, threshold=0.0)[:5]),
+        "image-segmentation": (closed, lambda p: p(image, threshold=0.0)),
     }
     for task, (name, call) in runs.items():
         runner = pipeline(task, model=name, trust_remote_code=True)
@@ -82,7 +85,7 @@ def _save(root: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     Glipv2ForPreTraining(tiny_config(**NO_DROPOUT)).save_pretrained(root / "all")
     processor.save_pretrained(root / "all")
-    detector = Glipv2ForObjectDetection(tiny_config(**NO_DROPOUT))
+    detector = Glipv2ForSegmentation(tiny_config(**NO_DROPOUT))  # the closed-vocabulary detector, with masks
     detector.set_vocabulary(processor, LABELS)
     detector.save_pretrained(root / "closed")
     processor.save_pretrained(root / "closed")
@@ -94,7 +97,7 @@ def test_plain_save_writes_every_served_class_and_pipeline(tmp_path: Path) -> No
     config = json.loads((folder / "config.json").read_text())
     served = {entry.auto_class: entry.reference for entry in TASK_CLASSES if not entry.requires}
     assert config["auto_map"] == {"AutoConfig": "configuration_glipv2.Glipv2Config", **served}
-    expected = {pipe.task for pipe in PIPELINES} - {"object-detection"}  # no closed vocabulary in this config
+    expected = {pipe.task for pipe in PIPELINES} - {"object-detection", "image-segmentation"}  # no closed vocabulary
     assert set(config["custom_pipelines"]) == expected
     for reference in [*config["auto_map"].values(), *(p["impl"] for p in config["custom_pipelines"].values())]:
         assert (folder / f"{reference.split('.')[0]}.py").is_file(), reference
@@ -102,7 +105,10 @@ def test_plain_save_writes_every_served_class_and_pipeline(tmp_path: Path) -> No
     assert closed_config["auto_map"]["AutoModelForObjectDetection"] == (
         "modeling_glipv2_detection.Glipv2ForObjectDetection"
     )
-    assert "object-detection" in closed_config["custom_pipelines"]
+    assert closed_config["auto_map"]["AutoModelForImageSegmentation"] == (
+        "modeling_glipv2_segmentation.Glipv2ForSegmentation"
+    )
+    assert {"object-detection", "image-segmentation"} <= set(closed_config["custom_pipelines"])
     # with glipv2 installed, the local classes and pipelines serve the folder without trust_remote_code
     from transformers import pipeline
 
@@ -117,7 +123,7 @@ def _local(folder: Path, closed: Path, image: Image.Image, inputs: dict) -> dict
     config = json.loads((folder / "config.json").read_text())
     with torch.no_grad():
         for name in config["auto_map"]:
-            if name not in ("AutoConfig", "AutoModelForObjectDetection"):
+            if name not in ("AutoConfig", "AutoModelForObjectDetection", "AutoModelForImageSegmentation"):
                 model = getattr(transformers, name).from_pretrained(folder).eval()
                 kwargs = inputs
                 if name == "AutoModelForImageTextToText":
@@ -142,7 +148,12 @@ def _local(folder: Path, closed: Path, image: Image.Image, inputs: dict) -> dict
         "zero-shot-image-classification": pipeline("zero-shot-image-classification", model=str(folder))(
             image, candidate_labels=["a cat", "a dog"]
         ),
+        "instance-segmentation": pipeline("instance-segmentation", model=str(folder))(image, top_k=3, **labels),
+        "referring-segmentation": pipeline("referring-segmentation", model=str(folder))(
+            image, "the red square", threshold=0.0
+        ),
         "object-detection": pipeline("object-detection", model=str(closed))(image, threshold=0.0)[:5],
+        "image-segmentation": pipeline("image-segmentation", model=str(closed))(image, threshold=0.0),
     }
     return out
 
@@ -204,9 +215,9 @@ def test_a_plainly_saved_folder_serves_every_class_and_pipeline_as_remote_code(t
 PUSH = textwrap.dedent(
     """
     import sys
-    from glipv2 import Glipv2ForObjectDetection, Glipv2ForPreTraining, Glipv2Processor
+    from glipv2 import Glipv2ForPreTraining, Glipv2ForSegmentation, Glipv2Processor
     all_heads, closed, repo = sys.argv[1:4]
-    pairs = ((all_heads, Glipv2ForPreTraining, repo), (closed, Glipv2ForObjectDetection, repo + "-closed"))
+    pairs = ((all_heads, Glipv2ForPreTraining, repo), (closed, Glipv2ForSegmentation, repo + "-closed"))
     for folder, cls, name in pairs:
         cls.from_pretrained(folder).push_to_hub(name)
         Glipv2Processor.from_pretrained(folder).push_to_hub(name)

@@ -92,6 +92,10 @@ class Glipv2Config(PreTrainedConfig):
             3x3 convolutions of the mask head before its 2x upsampling (Mask R-CNN: 4).
         mask_roi_size (`int`, defaults to 14):
             Side of the RoIAlign grid of the mask head; masks are predicted at twice this resolution.
+        mask_loss_to_backbone (`bool`, defaults to `True`):
+            Whether the mask loss's gradient reaches the shared backbone and fusion (Mask R-CNN's joint training).
+            `False` trains the mask head alone on the fused features (cheaper, and leaves the other tasks' features
+            to their own losses; the built-in demo uses it on CPU).
         mask_candidates (`int`, defaults to 100):
             Anchors per image (per prompt chunk) that get a mask at inference: those with the highest token (or
             label) probability x centerness; instance segmentation reports detections among them.
@@ -138,6 +142,7 @@ class Glipv2Config(PreTrainedConfig):
     mask_head_convs: int = 4
     mask_roi_size: int = 14
     mask_candidates: int = 100
+    mask_loss_to_backbone: bool = True
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:

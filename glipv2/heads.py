@@ -332,25 +332,23 @@ class Glipv2MaskHead(nn.Module):
         if len(rois) == 0:
             return pooled
         levels = self.levels(rois.float())
-        images = torch.repeat_interleave(
-            torch.arange(len(boxes), device=rois.device), torch.tensor(counts).to(rois.device)
-        )
-        for image in range(len(boxes)) if image_sizes is not None else [None]:
-            for level in levels.unique().tolist():
-                selected = levels == level
-                level_features = features[level]
-                if image is not None:
-                    selected = selected & (images == image)
-                    if not selected.any():
-                        continue
-                    height, width = (math.ceil(int(v) / self.strides[level]) for v in image_sizes[image].tolist())
-                    level_features = level_features[image : image + 1, :, :height, :width]
-                    indices = rois.new_zeros(int(selected.sum()), 1)
-                else:
-                    indices = images[selected, None].to(rois.dtype)
+        images = torch.repeat_interleave(torch.arange(len(boxes)), torch.tensor(counts)).to(rois.device)
+        # images of one size are pooled together (training pads every image to one size: one call per level)
+        sizes = [None] * len(boxes) if image_sizes is None else [tuple(size) for size in image_sizes.tolist()]
+        for size in dict.fromkeys(sizes):
+            members = [index for index, other in enumerate(sizes) if other == size]
+            in_group = torch.isin(images, torch.tensor(members, device=images.device))
+            for level in levels[in_group].unique().tolist():
+                selected = in_group & (levels == level)
+                level_features = features[level][members]
+                if size is not None:
+                    height, width = (math.ceil(side / self.strides[level]) for side in size)
+                    level_features = level_features[:, :, :height, :width]
+                position = torch.full((len(boxes),), -1, dtype=rois.dtype, device=rois.device)
+                position[members] = torch.arange(len(members), dtype=rois.dtype, device=rois.device)
                 pooled[selected] = roi_align(
                     level_features,
-                    torch.cat([indices, rois[selected]], dim=1),
+                    torch.cat([position[images[selected]][:, None], rois[selected]], dim=1),
                     output_size=self.roi_size,
                     spatial_scale=1.0 / self.strides[level],
                     sampling_ratio=2,

@@ -532,7 +532,7 @@ class Glipv2ImageProcessor(PilBackend):
             `post_processing.instance_segments`) plus `"boxes"` `(N, 4)` absolute xyxy, `"scores"`, `"labels"` and
             `"masks"` `(N, H, W)` probabilities of every detection (segments index these).
         """
-        from .post_processing import instance_segments, paste_masks
+        from .post_processing import detection_masks, instance_segments
 
         def get(name: str) -> Any:
             return outputs[name] if isinstance(outputs, dict) and name in outputs else getattr(outputs, name, None)
@@ -550,8 +550,9 @@ class Glipv2ImageProcessor(PilBackend):
         segmented = []
         for index, result in enumerate(results):
             height, width = (int(v) for v in torch.as_tensor(target_sizes[index]).reshape(2).tolist())
-            slots = (candidates[index][None, :] == result["anchor_indices"][:, None]).float().argmax(dim=1)
-            masks = paste_masks(pred_masks[index][slots], result["boxes"], height, width)
+            masks = detection_masks(
+                pred_masks[index], candidates[index], result["anchor_indices"], result["boxes"], height, width
+            )
             segments = instance_segments(
                 result["scores"],
                 result["labels"],

@@ -138,9 +138,15 @@ class Glipv2GroundingMixin:
     def grounding_loss(
         self, labels: list[dict[str, torch.Tensor]], predictions: Glipv2GroundingPredictions
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted total and the named unweighted parts of the ATSS grounding loss."""
+        """Weighted total and the named unweighted parts of the ATSS grounding loss. Labels with `masks` need a
+        model with a mask head (they would otherwise be ignored)."""
         if len(labels) != predictions.logits.shape[0]:
             raise ValueError(f"Got {len(labels)} label dicts for a batch of {predictions.logits.shape[0]} images.")
+        if getattr(self, "mask_head", None) is None and any("masks" in label for label in labels):
+            raise ValueError(
+                f"The labels carry masks but this {type(self).__name__} has no mask head: train masks with "
+                "Glipv2ForInstanceSegmentation or a model whose config has use_mask_head=True."
+            )
         targets = targets_to_pixels(labels, predictions.image_sizes)
         shapes = predictions.spatial_shapes
         parts = self.loss_function_grounding(

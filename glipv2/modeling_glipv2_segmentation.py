@@ -77,7 +77,7 @@ class Glipv2MaskMixin:
     ) -> torch.Tensor | None:
         """Mask R-CNN's mask loss over the boxes of the images whose labels carry `masks` (`(N, H, W)` 0/1 at the
         image's size in the model input, one per box); None when no label does. In training the boxes are jittered
-        ([`jitter_boxes`])."""
+        ([`jitter_boxes`]); with `config.mask_loss_to_backbone` False the loss trains the mask head alone."""
         boxes, targets = [], []
         resolution = 2 * self.config.mask_roi_size
         for index, label in enumerate(labels):
@@ -106,6 +106,8 @@ class Glipv2MaskMixin:
             targets.append(mask_targets(masks.to(pixel_boxes.device), pixel_boxes, resolution))
         if not targets:
             return None
+        if not self.config.mask_loss_to_backbone:
+            vision_features = tuple(level.detach() for level in vision_features)
         logits = self.mask_head(vision_features, boxes, image_sizes)
         return mask_loss(logits, torch.cat(targets))
 

@@ -21,7 +21,7 @@ from transformers import Pipeline
 from transformers.pipelines.object_detection import ObjectDetectionPipeline
 
 from .image_processing_glipv2 import open_image
-from .post_processing import post_process_grounding
+from .post_processing import detection_masks, keep_only_anchors, post_process_grounding
 from .processing_glipv2 import preview
 
 Span = tuple[int, int]
@@ -95,6 +95,7 @@ def detect_labels(
     chunk_batch_size: int | None = None,
     text_cache: Glipv2TextCache | None = None,
     prompts: list[Any] | None = None,
+    return_masks: bool = False,
 ) -> list[dict[str, Any]]:
     """Detects `labels` (any number: LVIS-size lists are split into prompt chunks) in each image.
 
@@ -112,11 +113,15 @@ def detect_labels(
             so the text is encoded once per call (shared by all its images) and never outlives a weight update.
         prompts: the prompts to run instead of `processor.build_prompts(labels)`: [`Glipv2Prompt`]s whose
             `label_ids` index `labels` (e.g. a benchmark's official prompts: fixed-size chunks, caption prompts).
+        return_masks: instance segmentation (a model with a mask head, e.g. [`Glipv2ForInstanceSegmentation`]):
+            the detections are those among each chunk's mask candidates, each with its mask.
 
     Returns:
         Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
-        "text_labels": list[str]}`, by decreasing score.
+        "text_labels": list[str]}`, by decreasing score; with `return_masks` also `"masks"` `(N, H, W)` bool at
+        the image's size (probability above 0.5).
     """
+
     from .image_processing_glipv2 import flatten_images, get_image_size
 
     cache = (text_cache or Glipv2TextCache()).get(model, processor, labels, prompts)
@@ -139,8 +144,13 @@ def detect_labels(
                 text_features=cache["text_features"][start : start + batch],
                 attention_mask=cache["attention_mask"][start : start + batch],
             )
+            logits = outputs.logits
+            if return_masks:
+                if getattr(outputs, "pred_masks", None) is None:
+                    raise ValueError(f"return_masks needs a model with a mask head, not {type(model).__name__}.")
+                logits = keep_only_anchors(logits, outputs.mask_anchor_indices)
             chunk_results = post_process_grounding(
-                outputs.logits,
+                logits,
                 outputs.pred_boxes,
                 outputs.centerness,
                 outputs.spatial_shapes,
@@ -148,14 +158,22 @@ def detect_labels(
                 threshold=threshold,
                 max_detections=max_detections,
                 target_sizes=[(height, width)] * batch,
+                return_anchor_indices=return_masks,
             )
-            for k, result in zip(chunks, chunk_results):
+            for row, (k, result) in enumerate(zip(chunks, chunk_results)):
                 result["labels"] = cache["label_ids"][k][result["labels"]]
+                if return_masks:
+                    candidates, anchors = outputs.mask_anchor_indices[row], result.pop("anchor_indices")
+                    masks = detection_masks(
+                        outputs.pred_masks[row], candidates, anchors, result["boxes"], height, width
+                    )
+                    result["masks"] = masks > 0.5
                 parts.append(result)
         scores = torch.cat([p["scores"] for p in parts])
         order = scores.argsort(descending=True, stable=True)
         order = order[:max_detections] if max_detections > 0 else order
-        merged = {key: torch.cat([p[key] for p in parts])[order] for key in ("scores", "boxes", "labels")}
+        keys = ("scores", "boxes", "labels", "masks") if return_masks else ("scores", "boxes", "labels")
+        merged = {key: torch.cat([p[key] for p in parts])[order] for key in keys}
         merged["text_labels"] = [labels[i] for i in merged["labels"].tolist()]
         results.append(merged)
     return results

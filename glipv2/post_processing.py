@@ -249,6 +249,21 @@ def paste_masks(mask_logits: torch.Tensor, boxes: torch.Tensor, height: int, wid
     return pasted
 
 
+def detection_masks(
+    pred_masks: torch.Tensor,
+    candidates: torch.Tensor,
+    anchor_indices: torch.Tensor,
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The masks of one image's detections: ``pred_masks`` ``(K, M, M)`` logits of its mask candidates (anchors
+    ``candidates`` ``(K,)``), each detection's (anchor ``anchor_indices`` ``(N,)``, one of the candidates) pasted
+    into its box ``boxes`` ``(N, 4)`` (absolute xyxy): ``(N, height, width)`` probabilities."""
+    slots = (candidates[None, :] == anchor_indices[:, None]).float().argmax(dim=1)
+    return paste_masks(pred_masks[slots], boxes, height, width)
+
+
 def instance_segments(
     scores: torch.Tensor,
     labels: torch.Tensor,
@@ -304,6 +319,7 @@ def instance_segments(
 
 __all__ = [
     "batched_nms",
+    "detection_masks",
     "instance_segments",
     "keep_only_anchors",
     "nms",

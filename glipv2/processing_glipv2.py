@@ -393,9 +393,8 @@ class Glipv2Processor(ProcessorMixin):
                 processed = [(int(m.any(1).sum()), int(m.any(0).sum())) for m in pixel_mask]
                 for index, (target, label) in enumerate(zip(grounding_targets, batch["labels"])):
                     if "masks" in target:
-                        label["masks"] = _resize_masks(target["masks"], index, len(label["boxes"]), sizes[index])(
-                            processed[index]
-                        )
+                        masks = _checked_masks(target["masks"], index, len(label["boxes"]), sizes[index])
+                        label["masks"] = resize_masks(masks, processed[index])
         return batch
 
     # ------------------------------------------------------------------------------------------------- targets
@@ -570,23 +569,27 @@ class Glipv2Processor(ProcessorMixin):
         return positive_maps, names, target_sizes
 
 
-def _resize_masks(masks: Any, index: int, num_boxes: int, size: tuple[int, int]) -> Any:
-    """Check image `index`'s `(N, H, W)` masks (one per box, at the original `size`) and return a function that
-    resizes them to the processed size (bilinear, then > 0.5: a resized mask keeps its area)."""
+def resize_masks(masks: Any, size: tuple[int, int]) -> torch.Tensor:
+    """`(N, H, W)` 0/1 masks (tensor or array) resized to `size` `(height, width)`: bilinear, then above 1/2 (a
+    resized mask keeps its area, as the image's bilinear resize keeps a shape's). Returns bool `(N, *size)`."""
+    values = torch.as_tensor(numpy.asarray(masks) if not isinstance(masks, torch.Tensor) else masks).float()
+    if tuple(values.shape[1:]) != tuple(size):
+        if len(values):
+            values = torch.nn.functional.interpolate(values[:, None], size=tuple(size), mode="bilinear")[:, 0]
+        else:
+            values = values.new_zeros(0, *size)
+    return values > 0.5
+
+
+def _checked_masks(masks: Any, index: int, num_boxes: int, size: tuple[int, int]) -> torch.Tensor:
+    """Image `index`'s `(N, H, W)` masks, checked: one per box, at the image's original `size`."""
     masks = torch.as_tensor(numpy.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if masks.dim() != 3 or masks.shape[0] != num_boxes or tuple(masks.shape[1:]) != tuple(size):
         raise ValueError(
             f"Image {index}: masks must be (num_boxes={num_boxes}, {size[0]}, {size[1]}) 0/1 at the image's size, "
             f"got {tuple(masks.shape)}."
         )
-
-    def resize(target: tuple[int, int]) -> torch.Tensor:
-        values = masks.float()
-        if tuple(target) != tuple(size) and len(values):
-            values = torch.nn.functional.interpolate(values[:, None], size=target, mode="bilinear")[:, 0]
-        return values > 0.5
-
-    return resize
+    return masks
 
 
 def _is_label_list(text: Any) -> bool:
@@ -635,4 +638,4 @@ def clean_label_name(name: str) -> str:
     return name
 
 
-__all__ = ["Glipv2Processor", "Glipv2Prompt", "clean_label_name"]
+__all__ = ["Glipv2Processor", "Glipv2Prompt", "clean_label_name", "resize_masks"]

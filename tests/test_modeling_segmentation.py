@@ -306,7 +306,7 @@ def test_outputs_equal_after_save_and_auto_load(trained: dict) -> None:
     assert type(loaded) is Glipv2ForInstanceSegmentation
     with torch.no_grad():
         a, b = trained["model"](**trained["inputs"]), loaded(**trained["inputs"])
-    torch.testing.assert_close(a.pred_masks, b.pred_masks)
+    torch.testing.assert_close(a.pred_masks, b.pred_masks, atol=1e-4, rtol=1e-4)
     assert torch.equal(a.mask_anchor_indices, b.mask_anchor_indices)
 
 
@@ -400,3 +400,17 @@ def test_bad_masks_are_named(trained: dict) -> None:
         processor.post_process_instance_segmentation(outputs)
     with pytest.raises(StrictDataclassClassValidationError, match=r"mask_roi_size \(0\)"):
         Glipv2Config.from_preset("tiny-random", mask_roi_size=0)
+
+
+@pytest.mark.parametrize("to_backbone", [True, False])
+def test_mask_loss_to_backbone_switch(trained: dict, to_backbone: bool) -> None:
+    processor = trained["processor"]
+    image, masks = _scene()
+    encoding = _encoding(processor, image, masks)
+    config = tiny_config(use_mask_head=True, mask_loss_to_backbone=to_backbone)
+    model = Glipv2ForInstanceSegmentation(config).train()
+    out = model(**{k: v for k, v in encoding.items() if k != "labels"}, labels=encoding["labels"])
+    out.loss_dict["loss_mask"].backward()
+    assert model.mask_head.predictor.weight.grad.abs().sum() > 0
+    backbone = [p.grad for p in model.model.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert bool(backbone) is to_backbone  # the shared weights learn from masks only when asked

@@ -18,11 +18,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy
 import torch
 from PIL import Image, ImageOps
 
 from glipv2.box_ops import xywh_to_xyxy as _xywh_to_xyxy
 from glipv2.processing_glipv2 import MAX_TEXT_LENGTH
+from glipv2.processing_glipv2 import resize_masks as glipv2_resize_masks
 from tasks.transforms import MultiScaleResize, horizontal_flip
 
 # Official GLIP training: INPUT.MIN_SIZE_TRAIN = (480, 512, ..., 800), INPUT.MAX_SIZE_TRAIN = 1333, flip 0.5.
@@ -89,15 +91,32 @@ class ProcessorCollator:
         rng: random.Random | None = None,
     ) -> tuple[Image.Image, Boxes, str | None, list]:
         """Training augmentation of an upright RGB image, its xyxy boxes and caption spans (identity in eval)."""
+        image, boxes, _, caption, spans = self.augment_with_masks(image, boxes, None, caption, spans, rng)
+        return image, boxes, caption, spans
+
+    def augment_with_masks(
+        self,
+        image: Image.Image,
+        boxes: Boxes,
+        masks: numpy.ndarray | None,
+        caption: str | None = None,
+        spans: Sequence[Sequence[Sequence[int]]] = (),
+        rng: random.Random | None = None,
+    ) -> tuple[Image.Image, Boxes, numpy.ndarray | None, str | None, list]:
+        """[`augment`] with the boxes' masks `(N, H, W)` (0/1 at the image's size; None: no masks) resized and
+        flipped with the image (the same random draws: one scale, one flip)."""
         boxes = [list(box) for box in boxes]
         spans = [[list(span) for span in object_spans] for object_spans in spans]
         if not self.train:
-            return image, boxes, caption, spans
+            return image, boxes, masks, caption, spans
         rng = rng or self.rng
         image, boxes = self.resize(image, boxes, rng)
+        if masks is not None and masks.shape[1:] != (image.height, image.width):
+            masks = resize_masks(masks, (image.height, image.width))
         if rng.random() < self.flip_prob:
             image, boxes, caption, spans = horizontal_flip(image, boxes, caption, spans)
-        return image, boxes, caption, spans
+            masks = None if masks is None else numpy.ascontiguousarray(masks[:, :, ::-1])
+        return image, boxes, masks, caption, spans
 
     def image_kwargs(self) -> dict[str, Any]:
         """In train mode the image is already at its training scale: the processor must not resize it again."""
@@ -133,6 +152,24 @@ class ProcessorCollator:
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
+def resize_masks(masks: numpy.ndarray, size: tuple[int, int]) -> numpy.ndarray:
+    """`(N, H, W)` 0/1 masks resized to `size` `(height, width)` as the processor resizes them
+    (`glipv2.processing_glipv2.resize_masks`), as uint8."""
+    return glipv2_resize_masks(masks, size).numpy().astype(numpy.uint8)
+
+
+def object_masks(rles: Sequence[Mapping[str, Any]], height: int, width: int) -> numpy.ndarray | None:
+    """The `(N, height, width)` 0/1 masks of the objects' RLEs ([`tasks.masks`]); None when any object has no
+    segmentation (its image then trains boxes only) or a mask of another size."""
+    from tasks.masks import decode_rle, is_empty_mask
+
+    if any(is_empty_mask(rle) or list(rle["size"]) != [height, width] for rle in rles):
+        return None
+    if not rles:
+        return numpy.zeros((0, height, width), dtype=numpy.uint8)
+    return numpy.stack([decode_rle(rle) for rle in rles])
+
+
 def fit_caption(
     tokenizer: Any, caption: str, spans: Sequence[Sequence[Sequence[int]]], max_length: int
 ) -> tuple[str, list[bool], bool]:
@@ -150,6 +187,8 @@ def fit_caption(
 
 __all__ = [
     "FLIP_PROB",
+    "object_masks",
+    "resize_masks",
     "TRAIN_MAX_SIZE",
     "TRAIN_MIN_SIZES",
     "ProcessorCollator",

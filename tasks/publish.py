@@ -139,7 +139,8 @@ def eval_results(metrics: dict[str, dict[str, Any]]) -> list[Any]:
                 EvalResult(
                     task_type=card.result_type,
                     task_name=card.result_name,
-                    dataset_type=dataset.get("type") or "custom",
+                    # the task names a custom dataset: the Hub groups results by task and dataset type
+                    dataset_type=dataset.get("type") or task,
                     dataset_name=dataset.get("name") or f"{task} evaluation data",
                     dataset_split=dataset.get("split"),
                     metric_type=metric,

@@ -6,10 +6,14 @@ from __future__ import annotations
 from tasks.captioning.task import TASK as CAPTIONING
 from tasks.detection.task import TASK as DETECTION
 from tasks.grounding.task import TASK as GROUNDING
+from tasks.instance_segmentation.task import TASK as INSTANCE_SEGMENTATION
+from tasks.referring_segmentation.task import TASK as REFERRING_SEGMENTATION
 from tasks.spec import TaskSpec
 from tasks.vqa.task import TASK as VQA
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (DETECTION, GROUNDING, VQA, CAPTIONING)}
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec for spec in (DETECTION, GROUNDING, VQA, CAPTIONING, INSTANCE_SEGMENTATION, REFERRING_SEGMENTATION)
+}
 
 
 def get_task(name: str) -> TaskSpec:

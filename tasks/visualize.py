@@ -1,4 +1,4 @@
-"""Drawing detections: the one helper behind the demo report's pictures.
+"""Drawing detections and masks: the one helper behind the demo report's pictures.
 
 Labels are readable at any image size: white text on a filled tag in the box's colour, the font scaled with the
 image, tags kept inside the image and moved down when they would cover an earlier tag. Each label gets its own
@@ -38,24 +38,31 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_detections(image: Image.Image, detections: list[dict[str, Any]]) -> Image.Image:
-    """A copy of `image` (RGB, enlarged to at least `MIN_SIDE` pixels) with each detection's box and a
+    """A copy of `image` (RGB, enlarged to at least `MIN_SIDE` pixels) with each detection's mask (tinted), box and
     `"<label> <score>"` tag. A detection is `{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}` in the
-    image's pixels (the pipelines' output)."""
+    image's pixels, optionally with `"mask"` (a PIL "L" image of the image's size, nonzero inside), as the pipelines
+    return them; a mask without a box gets its tag at the mask's bounding box."""
     image = image.convert("RGB")
     factor = max(1.0, MIN_SIDE / max(image.size))
-    if factor > 1:
-        image = image.resize((round(image.width * factor), round(image.height * factor)), Image.Resampling.BICUBIC)
-    else:
-        image = image.copy()
+    size = (round(image.width * factor), round(image.height * factor))
+    image = image.resize(size, Image.Resampling.BICUBIC) if factor > 1 else image.copy()
+    colours: dict[str, tuple[int, int, int]] = {}
+    for detection in detections:
+        colour = colours.setdefault(str(detection.get("label", "")), PALETTE[len(colours) % len(PALETTE)])
+        if detection.get("mask") is not None:
+            mask = detection["mask"].convert("L").resize(image.size, Image.Resampling.NEAREST)
+            tint = Image.new("RGB", image.size, colour)
+            image.paste(Image.blend(image, tint, 0.5), (0, 0), mask.point(lambda value: 255 if value else 0))
     canvas = ImageDraw.Draw(image)
     font = _font(max(12, round(max(image.size) / 36)))
     width = max(2, round(max(image.size) / 250))
-    colours: dict[str, tuple[int, int, int]] = {}
     placed: list[tuple[float, float, float, float]] = []
     for detection in detections:
         label = str(detection.get("label", ""))
-        colour = colours.setdefault(label, PALETTE[len(colours) % len(PALETTE)])
-        box = detection["box"]
+        colour = colours[label]
+        box = detection.get("box") or _mask_box(detection.get("mask"))
+        if box is None:
+            continue
         xy = [box["xmin"] * factor, box["ymin"] * factor, box["xmax"] * factor, box["ymax"] * factor]
         canvas.rectangle(xy, outline=colour, width=width)
         text = f"{label} {detection['score']:.2f}" if "score" in detection else label
@@ -70,6 +77,14 @@ def draw_detections(image: Image.Image, detections: list[dict[str, Any]]) -> Ima
         canvas.rectangle([x, y, x + tag_w, y + tag_h], fill=colour)
         canvas.text((x + width - left, y + width - top), text, fill=(255, 255, 255), font=font)
     return image
+
+
+def _mask_box(mask: Image.Image | None) -> dict[str, float] | None:
+    """The bounding box of a mask's nonzero pixels (None for no mask or an empty one)."""
+    bounds = mask.getbbox() if mask is not None else None
+    if bounds is None:
+        return None
+    return dict(zip(("xmin", "ymin", "xmax", "ymax"), map(float, bounds)))
 
 
 def png_base64(image: Image.Image) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from tasks.collate import ProcessorCollator, load_rgb, xywh_to_xyxy
+from tasks.collate import ProcessorCollator, load_rgb, object_masks, xywh_to_xyxy
 from tasks.transforms import clean_category_name, od_to_grounding
 
 # Official od_to_grounding for detection data (DATASETS.RANDOM_SAMPLE_NEG): up to 85 absent classes per prompt.
@@ -23,7 +23,9 @@ class DetectionCollator(ProcessorCollator):
     ``stats["dropped_boxes"]``).
 
     Returns ``pixel_values``, ``pixel_mask``, ``input_ids``, ``attention_mask`` (and ``token_type_ids``) and
-    ``labels``: per image ``{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) 0/1}``.
+    ``labels``: per image ``{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) 0/1}``, with ``with_masks``
+    also ``"masks"`` ``(N, h, w)`` (the objects' masks, augmented with the image; an image with an object without a
+    mask trains its boxes only, ``stats["images_without_masks"]``).
     """
 
     def __init__(
@@ -31,9 +33,11 @@ class DetectionCollator(ProcessorCollator):
         processor: Any,
         categories: Sequence[Mapping[str, Any]] | Mapping[int, str],
         num_negatives: int = NUM_NEGATIVES,
+        with_masks: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(processor, **kwargs)
+        self.with_masks = with_masks
         if isinstance(categories, Mapping):
             self.categories = {int(key): str(value) for key, value in categories.items()}
         else:
@@ -64,11 +68,26 @@ class DetectionCollator(ProcessorCollator):
             count_tokens=self.count_tokens,
         )
         self.stats["dropped_boxes"] += prompt.keep.count(False)
-        boxes = xywh_to_xyxy([objects["bbox"][index] for index, keep in zip(kept, prompt.keep) if keep])
+        kept = [index for index, keep in zip(kept, prompt.keep) if keep]
         spans = [spans for spans, keep in zip(prompt.tokens_positive, prompt.keep) if keep]
         # No caption is given to the flip: class names are not a sentence, "left"/"right" in a name stays.
-        image, boxes, _, _ = self.augment(load_rgb(record["image"]), boxes, None, (), rng)
-        return image, prompt.caption, {"boxes": boxes, "spans": spans}
+        return self.augmented(record, kept, prompt.caption, spans, rng)
+
+    def augmented(
+        self, record: Mapping[str, Any], kept: list[int], prompt: str, spans: list, rng: Any
+    ) -> tuple[Image.Image, str, dict[str, Any]]:
+        """The augmented image and the target of objects `kept` (their masks too, with `with_masks`)."""
+        boxes = xywh_to_xyxy([record["objects"]["bbox"][index] for index in kept])
+        masks = None
+        if self.with_masks:
+            rles = [record["objects"]["mask"][index] for index in kept]
+            masks = object_masks(rles, int(record["height"]), int(record["width"]))
+            self.stats["images_without_masks"] += masks is None
+        image, boxes, masks, _, _ = self.augment_with_masks(load_rgb(record["image"]), boxes, masks, None, (), rng)
+        target = {"boxes": boxes, "spans": spans}
+        if masks is not None:
+            target["masks"] = masks
+        return image, prompt, target
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate detection records (see the class docstring for the output)."""
@@ -97,10 +116,8 @@ class FixedPromptDetectionCollator(DetectionCollator):
         crowd = objects.get("iscrowd") or [0] * len(objects["bbox"])
         kept = [index for index, is_crowd in enumerate(crowd) if not is_crowd]
         self.stats["crowd_boxes"] += len(crowd) - len(kept)
-        boxes = xywh_to_xyxy([objects["bbox"][index] for index in kept])
         spans = [[list(self.spans[int(objects["category_id"][index])])] for index in kept]
-        image, boxes, _, _ = self.augment(load_rgb(record["image"]), boxes, None, (), self.record_rng(record))
-        return image, self.prompt.text, {"boxes": boxes, "spans": spans}
+        return self.augmented(record, kept, self.prompt.text, spans, self.record_rng(record))
 
 
 __all__ = ["NUM_NEGATIVES", "DetectionCollator", "FixedPromptDetectionCollator"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from tasks.collate import ProcessorCollator, fit_caption, load_rgb, xywh_to_xyxy
+from tasks.collate import ProcessorCollator, fit_caption, load_rgb, object_masks, xywh_to_xyxy
 
 logger = logging.getLogger(__name__)
 
@@ -19,17 +19,27 @@ class GroundingCollator(ProcessorCollator):
     The caption is the prompt; each box's positive-map row covers the tokens of its spans. A flip swaps
     "left"/"right" in the caption and moves the spans. A caption longer than ``max_length`` tokens is cut and the
     boxes whose phrases fall past the cut are dropped (``stats["truncated_captions"]``, ``stats["dropped_boxes"]``).
-    Output as :class:`DetectionCollator`.
+    Output as :class:`DetectionCollator` (``with_masks``: the objects' masks too).
     """
+
+    def __init__(self, processor: Any, with_masks: bool = False, **kwargs: Any) -> None:
+        super().__init__(processor, **kwargs)
+        self.with_masks = with_masks
 
     def example(self, record: Mapping[str, Any]) -> tuple[Image.Image, str, dict[str, Any]]:
         """One record -> (augmented image, caption, grounding target in that image's pixels)."""
         objects = record["objects"]
-        pairs = [(box, spans) for box, spans in zip(objects["bbox"], objects["tokens_positive"]) if spans]
-        self.stats["boxes_without_phrase"] += len(objects["bbox"]) - len(pairs)
-        boxes = xywh_to_xyxy([box for box, _ in pairs])
-        image, boxes, caption, spans = self.augment(
-            load_rgb(record["image"]), boxes, record["caption"], [spans for _, spans in pairs], self.record_rng(record)
+        kept = [index for index, spans in enumerate(objects["tokens_positive"]) if spans]
+        self.stats["boxes_without_phrase"] += len(objects["bbox"]) - len(kept)
+        boxes = xywh_to_xyxy([objects["bbox"][index] for index in kept])
+        masks = None
+        if self.with_masks:
+            rles = [objects["mask"][index] for index in kept]
+            masks = object_masks(rles, int(record["height"]), int(record["width"]))
+            self.stats["images_without_masks"] += masks is None
+        spans = [objects["tokens_positive"][index] for index in kept]
+        image, boxes, masks, caption, spans = self.augment_with_masks(
+            load_rgb(record["image"]), boxes, masks, record["caption"], spans, self.record_rng(record)
         )
         caption, keep, truncated = fit_caption(self.tokenizer, caption, spans, self.max_length)
         if truncated:
@@ -38,7 +48,10 @@ class GroundingCollator(ProcessorCollator):
             logger.warning("image id=%s: caption cut to %d tokens", record.get("image_id"), self.max_length)
         boxes = [box for box, kept in zip(boxes, keep) if kept]
         spans = [object_spans for object_spans, kept in zip(spans, keep) if kept]
-        return image, caption, {"boxes": boxes, "spans": spans}
+        target = {"boxes": boxes, "spans": spans}
+        if masks is not None:
+            target["masks"] = masks[[index for index, kept in enumerate(keep) if kept]]
+        return image, caption, target
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate grounding records (see the class docstring for the output)."""

@@ -32,9 +32,10 @@ def default_files(data_dir: str, split: str) -> DataFiles:
     return DataFiles(paths.image_dir, paths.grounding)
 
 
-def make_collator(processor: Any, data: TaskData, **options: Any) -> GroundingCollator:
-    """The caption is the prompt; each box's positive-map row covers the tokens of its spans."""
-    return GroundingCollator(processor, **options)
+def make_collator(processor: Any, data: TaskData, with_masks: bool = False, **options: Any) -> GroundingCollator:
+    """The caption is the prompt; each box's positive-map row covers the tokens of its spans. `with_masks`: the
+    boxes' masks too (the mask head then learns phrase masks: referring segmentation from grounding data)."""
+    return GroundingCollator(processor, with_masks=bool(with_masks), **options)
 
 
 def _as_list(tensor: torch.Tensor) -> list:
@@ -194,6 +195,7 @@ TASK = TaskSpec(
     ),
     pipelines=("phrase-grounding",),
     showcase=showcase,
+    options=("with_masks",),
     benchmarks=BENCHMARKS,
 )
 

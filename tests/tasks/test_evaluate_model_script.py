@@ -193,7 +193,14 @@ def test_two_processes_give_the_single_process_metrics(workspace: Path, single_p
 
 # ------------------------------------------------------------------------------------------------------ registry
 def test_registry_rows() -> None:
-    assert set(TASKS) == {"detection", "grounding", "vqa", "captioning"}
+    assert set(TASKS) == {
+        "detection",
+        "grounding",
+        "vqa",
+        "captioning",
+        "instance_segmentation",
+        "referring_segmentation",
+    }
     assert get_task("detection").model_class().__name__ == "Glipv2ForGrounding"
     assert get_task("grounding").model_class().__name__ == "Glipv2ForGrounding"
     assert get_task("vqa").model_class_name == "Glipv2ForQuestionAnswering"
@@ -201,7 +208,7 @@ def test_registry_rows() -> None:
     for spec in TASKS.values():
         assert os.path.isdir(spec.metric_path) and spec.metric_path.startswith(str(METRICS))
     with pytest.raises(KeyError, match="known tasks"):
-        get_task("segmentation")
+        get_task("panoptic_segmentation")
 
 
 def test_vqa_predictions_are_the_argmax_answers(workspace: Path) -> None:

@@ -15,7 +15,14 @@ import torch
 from tests.conftest import bert_processor, tiny_config
 
 METHODS = ("lora", "prompt", "linear-probe", "full")
-TASK_METRIC = {"detection": "AP50", "grounding": "recall@1", "vqa": "accuracy", "captioning": "CIDEr"}
+TASK_METRIC = {
+    "detection": "AP50",
+    "grounding": "recall@1",
+    "vqa": "accuracy",
+    "captioning": "CIDEr",
+    "instance_segmentation": "AP50",  # mask AP; the checkpoint has no mask head: a new one is initialised
+    "referring_segmentation": "mIoU",
+}
 CHECKPOINT_ANSWERS = ["red", "zebra", "2", "blue"]  # "zebra" is not an answer of the synthetic data
 
 
@@ -39,7 +46,13 @@ def _files(data: Path, task: str, split: str) -> list[str]:
 
     paths = split_paths(data, split)
     prefix = "--train" if split == "train" else "--val"
-    annotation = {"detection": paths.instances, "grounding": paths.grounding, "captioning": paths.captions}
+    annotation = {
+        "detection": paths.instances,
+        "instance_segmentation": paths.instances,
+        "grounding": paths.grounding,
+        "referring_segmentation": paths.refexp,
+        "captioning": paths.captions,
+    }
     if task == "vqa":
         return [
             f"{prefix}-annotations", paths.vqa_annotations, f"{prefix}-questions", paths.vqa_questions,

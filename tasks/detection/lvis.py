@@ -21,7 +21,7 @@ from glipv2.box_ops import xyxy_to_xywh
 from glipv2.processing_glipv2 import Glipv2Prompt
 from tasks.common import RecordChecker
 from tasks.detection.prompts import chunked_prompts, detections_to_predictions
-from tasks.metrics.coco_detection.coco_detection import to_coco_results
+from tasks.metrics.coco_detection.coco_detection import to_coco_results, to_coco_segm_results
 from tasks.metrics.lvis_detection.lvis_detection import (
     FIXED_AP_DETECTIONS_PER_CATEGORY,
     FREQUENCIES,
@@ -79,12 +79,15 @@ def predict_lvis(
     category_ids: list[int],
     prompts: list[Glipv2Prompt],
     fixed: TopDetectionsPerCategory,
+    masks: bool = False,
 ) -> list[Prediction]:
     """GLIP's LVIS inference: every prompt keeps its `options.max_detections` best detections (GLIP's
     `DETECTIONS_PER_IMG` applies to each chunked query); all of them go to `fixed` (Fixed AP has no per-image
-    limit); the image's prediction is its 300 best over all prompts (the LVIS API's limit)."""
+    limit); the image's prediction is its 300 best over all prompts (the LVIS API's limit). With `masks` (a model
+    with a mask head) each detection also has its mask (`"masks"`: RLEs at the image's size)."""
     from glipv2 import detect_labels
     from tasks.collate import load_rgb
+    from tasks.masks import encode_mask
 
     prompt_of = torch.empty(len(labels), dtype=torch.long)
     for index, prompt in enumerate(prompts):
@@ -99,16 +102,22 @@ def predict_lvis(
         max_detections=0,
         text_cache=options.text_cache,
         prompts=prompts,
+        return_masks=masks,
     )
     capped = []
+    keys = ("scores", "boxes", "labels", "masks") if masks else ("scores", "boxes", "labels")
     for record, result in zip(records, results):
         keep = _best_per_prompt(prompt_of[result["labels"].cpu()], options.max_detections)
-        result = {key: result[key][keep.to(result[key].device)] for key in ("scores", "boxes", "labels")}
+        result = {key: result[key][keep.to(result[key].device)] for key in keys}
         boxes = xyxy_to_xywh(result["boxes"].detach().float().cpu().double())
         ids = [category_ids[index] for index in result["labels"].tolist()]
         fixed.add(int(record["image_id"]), boxes.numpy(), result["scores"].detach().float().cpu().numpy(), ids)
         capped.append({key: value[:MAX_DETECTIONS_PER_IMAGE] for key, value in result.items()})
-    return detections_to_predictions(records, capped, category_ids)
+    predictions = detections_to_predictions(records, capped, category_ids)
+    if masks:
+        for prediction, result in zip(predictions, capped):
+            prediction["masks"] = [encode_mask(mask) for mask in result["masks"]]
+    return predictions
 
 
 def _best_per_prompt(prompt_index: torch.Tensor, limit: int) -> torch.Tensor:
@@ -124,8 +133,10 @@ def _best_per_prompt(prompt_index: torch.Tensor, limit: int) -> torch.Tensor:
     return torch.nonzero(rank < limit).flatten()
 
 
-def run_lvis(run: BenchmarkRun) -> BenchmarkResult | None:
-    """LVIS box AP (and Fixed AP): every image of the split's LVIS file, its categories in prompts of 40."""
+def run_lvis(run: BenchmarkRun, masks: bool = False) -> BenchmarkResult | None:
+    """LVIS box AP (and Fixed AP): every image of the split's LVIS file, its categories in prompts of 40. With
+    `masks`: LVIS mask AP of the same detections (a model with a mask head; no Fixed AP, which GLIP defines for
+    boxes)."""
     from accelerate.utils import gather_object
 
     from tasks.detection.task import load
@@ -142,13 +153,23 @@ def run_lvis(run: BenchmarkRun) -> BenchmarkResult | None:
     if options.max_detections == MAX_DETECTIONS:  # the generic default: LVIS's own applies
         options = dataclasses.replace(options, max_detections=DETECTIONS_PER_PROMPT)
     fixed = TopDetectionsPerCategory(FIXED_AP_DETECTIONS_PER_CATEGORY)
-    predict = functools.partial(predict_lvis, labels=labels, category_ids=category_ids, prompts=prompts, fixed=fixed)
+    predict = functools.partial(
+        predict_lvis, labels=labels, category_ids=category_ids, prompts=prompts, fixed=fixed, masks=masks
+    )
     predictions = predict_dataset(
         predict, run.accelerator, run.model(), run.processor(), data, run.batch_size, options
     )
     states = gather_object([fixed.state()]) if run.accelerator.num_processes > 1 else [fixed.state()]
     if predictions is None:
         return None
+    if masks:
+        results = limit_detections_per_image(to_coco_segm_results(predictions, "xyxy"), MAX_DETECTIONS_PER_IMAGE)
+        written = {"results": run.write_json(f"lvis_v1_{run.split}_glipv2_segm_results.json", results)}
+        metric = run.metric("lvis_detection")
+        metrics = metric.compute(
+            predictions=predictions, ground_truth=data.ground_truth, box_format="xyxy", iou_type="segm"
+        )
+        return BenchmarkResult(metrics, len(data.dataset), written)
     results = limit_detections_per_image(to_coco_results(predictions, "xyxy"), MAX_DETECTIONS_PER_IMAGE)
     fixed_results = TopDetectionsPerCategory.merge(states, FIXED_AP_DETECTIONS_PER_CATEGORY).results()
     written = {
@@ -216,9 +237,32 @@ LVIS_VAL = Benchmark(
 
 BENCHMARKS = (LVIS_MINIVAL, LVIS_VAL)
 
+_MASK_PROTOCOL = (
+    "LVIS v1 mask AP under the LVIS API's protocol (LVISEval iou_type segm, via faster-coco-eval's lvis_style; the "
+    "detections' areas are their masks'): the detections of the box protocol (GLIP's prompts of 40 sorted, cleaned "
+    "names; each prompt's 300 best; the image's 300 best) among each prompt's mask candidates, each with its mask "
+    "pasted at the image's size. No Fixed AP (GLIP defines it for boxes). Files and images as {name}."
+)
+
+
+def _mask_benchmark(boxes: Benchmark) -> Benchmark:
+    """The instance-segmentation twin of an LVIS box benchmark (same files, `<name>-mask`)."""
+    return Benchmark(
+        name=f"{boxes.name}-mask",
+        task="instance_segmentation",
+        splits=boxes.splits,
+        files=boxes.files,
+        run=functools.partial(run_lvis, masks=True),
+        protocol=_MASK_PROTOCOL.format(name=boxes.name),
+    )
+
+
+MASK_BENCHMARKS = (_mask_benchmark(LVIS_MINIVAL), _mask_benchmark(LVIS_VAL))
+
 __all__ = [
     "BENCHMARKS",
     "CATEGORIES_PER_PROMPT",
+    "MASK_BENCHMARKS",
     "LVIS_MINIVAL",
     "LVIS_VAL",
     "check_lvis_annotations",

@@ -1,8 +1,10 @@
 """Instance segmentation benchmarks under their official protocols: COCO 2017 mask AP (`coco-mask`: val2017 scored
-with COCOeval `segm`, test-dev2017 written for the evaluation server)."""
+with COCOeval `segm`, test-dev2017 written for the evaluation server) and LVIS v1 mask AP (`lvis-minival-mask`,
+`lvis-val-mask`: the LVIS API's federated `segm` evaluation of the LVIS box protocol's detections)."""
 
 from __future__ import annotations
 
+from tasks.detection.lvis import MASK_BENCHMARKS as LVIS_MASK_BENCHMARKS
 from tasks.evaluation import predict_dataset
 from tasks.metrics.coco_detection.coco_detection import to_coco_segm_results
 from tasks.protocol import Benchmark, BenchmarkResult, BenchmarkRun
@@ -48,6 +50,6 @@ COCO_MASK = Benchmark(
     server_splits=("test-dev2017",),
 )
 
-BENCHMARKS = (COCO_MASK,)
+BENCHMARKS = (COCO_MASK, *LVIS_MASK_BENCHMARKS)
 
 __all__ = ["BENCHMARKS", "COCO_MASK", "run_coco_mask"]

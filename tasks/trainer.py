@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,27 @@ class TaskSource:
     collator: Callable[[list[Any]], dict[str, Any]]
 
 
+def check_launch(distributed_type: DistributedType, num_processes: int, device: Any, environ: Any = None) -> None:
+    """Refuses a launch that would not train the way it was asked to: Accelerate falls back without a word when its
+    FSDP or DeepSpeed plugin cannot run (on CPU, `accelerate launch --config_file configs/accelerate/fsdp.yaml`
+    gives the trainer plain DDP, and a bare `Accelerator()` `DistributedType.NO` in every process: N copies training
+    alone on the same output folder)."""
+    environ = os.environ if environ is None else environ
+    for plugin, expected in (("FSDP", DistributedType.FSDP), ("DEEPSPEED", DistributedType.DEEPSPEED)):
+        if environ.get(f"ACCELERATE_USE_{plugin}", "false").lower() == "true" and distributed_type != expected:
+            raise RuntimeError(
+                f"{plugin} was requested (ACCELERATE_USE_{plugin}=true, e.g. from an accelerate config) but "
+                f"Accelerate set up {distributed_type.value} on {device}: its {plugin} plugin needs GPUs. On CPU "
+                "use configs/accelerate/multi_cpu.yaml (DDP over gloo) or torchrun."
+            )
+    world_size = int(environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and num_processes != world_size:
+        raise RuntimeError(
+            f"{world_size} processes were launched (WORLD_SIZE) but Accelerate set up {distributed_type.value} with "
+            f"{num_processes} process(es) on {device}: each would train alone. Check the launch configuration."
+        )
+
+
 class MultitaskTrainer:
     """Runs the training loop; see the module docstring for how determinism and resume work."""
 
@@ -246,6 +267,7 @@ class MultitaskTrainer:
             # each task uses only its own head (and HF's SwinBackbone keeps an unused final layernorm)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        check_launch(self.accelerator.distributed_type, self.accelerator.num_processes, self.accelerator.device)
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()

@@ -226,3 +226,33 @@ def test_periodic_evaluation_and_task_files_in_a_run(tmp_path: Path) -> None:
     saved = json.loads(output.read_text())["metrics"]
     for name, value in saved.items():
         assert history[-1][f"eval/detection/{name}"] == pytest.approx(value, abs=1e-6), name
+
+
+def test_an_fsdp_launch_that_accelerate_cannot_honour_fails_loudly(tmp_path: Path) -> None:
+    """On CPU Accelerate ignores `configs/accelerate/fsdp.yaml` and falls back without a word (plain DDP for the
+    trainer's `Accelerator(cpu=True)`): the trainer refuses, naming the fallback and what to use instead. Accelerate's
+    FSDP plugin needs GPUs, so FSDP itself is not tested on CPU."""
+    recipe = _recipe(tmp_path, "fsdp", max_steps=2)
+    config = str(REPO / "configs" / "accelerate" / "fsdp.yaml")
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    command = [accelerate, "launch", "--config_file", config, "--num_processes", "2", TRAIN, "--config", str(recipe)]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "FSDP was requested (ACCELERATE_USE_FSDP=true" in result.stderr
+    assert (
+        "Accelerate set up MULTI_CPU on cpu" in result.stderr and "configs/accelerate/multi_cpu.yaml" in result.stderr
+    )
+    assert not (tmp_path / "fsdp" / "final").exists()
+
+
+def test_check_launch_rules() -> None:
+    from accelerate.utils import DistributedType
+
+    from tasks.trainer import check_launch
+
+    check_launch(DistributedType.MULTI_CPU, 2, "cpu", {"WORLD_SIZE": "2"})  # torchrun / multi_cpu.yaml: fine
+    check_launch(DistributedType.FSDP, 8, "cuda:0", {"WORLD_SIZE": "8", "ACCELERATE_USE_FSDP": "true"})
+    with pytest.raises(RuntimeError, match="DEEPSPEED was requested"):
+        check_launch(DistributedType.MULTI_GPU, 2, "cuda:0", {"WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true"})
+    with pytest.raises(RuntimeError, match="2 processes were launched .* each would train alone"):
+        check_launch(DistributedType.NO, 1, "cpu", {"WORLD_SIZE": "2"})

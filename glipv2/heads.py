@@ -327,7 +327,9 @@ class Glipv2MaskHead(nn.Module):
         from torchvision.ops import roi_align
 
         counts = [len(box) for box in boxes]
-        rois = torch.cat([box.reshape(-1, 4) for box in boxes]).to(features[0].dtype)
+        # boxes stay float32 (half precision would round pixel coordinates); RoIAlign runs in float32 (torchvision
+        # has no bfloat16 kernel) and its result takes the features' dtype
+        rois = torch.cat([box.reshape(-1, 4) for box in boxes]).float()
         pooled = features[0].new_zeros(len(rois), features[0].shape[1], self.roi_size, self.roi_size)
         if len(rois) == 0:
             return pooled
@@ -347,13 +349,13 @@ class Glipv2MaskHead(nn.Module):
                 position = torch.full((len(boxes),), -1, dtype=rois.dtype, device=rois.device)
                 position[members] = torch.arange(len(members), dtype=rois.dtype, device=rois.device)
                 pooled[selected] = roi_align(
-                    level_features,
+                    level_features.float(),
                     torch.cat([position[images[selected]][:, None], rois[selected]], dim=1),
                     output_size=self.roi_size,
                     spatial_scale=1.0 / self.strides[level],
                     sampling_ratio=2,
                     aligned=True,
-                )
+                ).to(pooled.dtype)
         return pooled
 
     def forward(

@@ -133,8 +133,7 @@ class Glipv2MaskMixin:
         count = min(self.config.mask_candidates, num_anchors)
         indices = scores.topk(count, dim=1).indices
         boxes = [
-            _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True).to(vision_features[0].dtype)
-            for index in range(batch)
+            _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True) for index in range(batch)
         ]
         logits = self.mask_head(vision_features, boxes, image_sizes)
         return logits.view(batch, count, *logits.shape[-2:]), indices
@@ -278,9 +277,7 @@ class Glipv2ForSegmentation(Glipv2MaskMixin, Glipv2ForObjectDetection):
                 continue
             anchors = (indices % num_anchors).clamp(max=num_anchors - 1)
             per_image = [
-                _pixel_boxes(boxes[index, anchors[index][in_chunk[index]]], chunks.image_sizes[index], clip=True).to(
-                    features[0].dtype
-                )
+                _pixel_boxes(boxes[index, anchors[index][in_chunk[index]]], chunks.image_sizes[index], clip=True)
                 for index in range(len(indices))
             ]
             logits = self.mask_head(features, per_image, chunks.image_sizes).to(masks.dtype)

@@ -21,7 +21,7 @@ from transformers import Pipeline
 from transformers.pipelines.object_detection import ObjectDetectionPipeline
 
 from .image_processing_glipv2 import open_image
-from .post_processing import detection_masks, keep_only_anchors, post_process_grounding
+from .post_processing import candidate_slots, keep_only_anchors, paste_masks, post_process_grounding
 from .processing_glipv2 import preview
 
 Span = tuple[int, int]
@@ -95,7 +95,7 @@ def detect_labels(
     chunk_batch_size: int | None = None,
     text_cache: Glipv2TextCache | None = None,
     prompts: list[Any] | None = None,
-    return_masks: bool = False,
+    return_masks: bool | str = False,
 ) -> list[dict[str, Any]]:
     """Detects `labels` (any number: LVIS-size lists are split into prompt chunks) in each image.
 
@@ -114,12 +114,14 @@ def detect_labels(
         prompts: the prompts to run instead of `processor.build_prompts(labels)`: [`Glipv2Prompt`]s whose
             `label_ids` index `labels` (e.g. a benchmark's official prompts: fixed-size chunks, caption prompts).
         return_masks: instance segmentation (a model with a mask head, e.g. [`Glipv2ForInstanceSegmentation`]):
-            the detections are those among each chunk's mask candidates, each with its mask.
+            the detections are those among each chunk's mask candidates, each with its mask (pasted once the
+            detections are chosen); `"logits"`: each detection's `(M, M)` mask logits in its box instead
+            (`"mask_logits"`, for callers that select further before pasting with `post_processing.paste_masks`).
 
     Returns:
         Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
         "text_labels": list[str]}`, by decreasing score; with `return_masks` also `"masks"` `(N, H, W)` bool at
-        the image's size (probability above 0.5).
+        the image's size (probability above 0.5), with `"logits"` `"mask_logits"` `(N, M, M)`.
     """
 
     from .image_processing_glipv2 import flatten_images, get_image_size
@@ -163,17 +165,16 @@ def detect_labels(
             for row, (k, result) in enumerate(zip(chunks, chunk_results)):
                 result["labels"] = cache["label_ids"][k][result["labels"]]
                 if return_masks:
-                    candidates, anchors = outputs.mask_anchor_indices[row], result.pop("anchor_indices")
-                    masks = detection_masks(
-                        outputs.pred_masks[row], candidates, anchors, result["boxes"], height, width
-                    )
-                    result["masks"] = masks > 0.5
+                    slots = candidate_slots(outputs.mask_anchor_indices[row], result.pop("anchor_indices"))
+                    result["mask_logits"] = outputs.pred_masks[row][slots]
                 parts.append(result)
         scores = torch.cat([p["scores"] for p in parts])
         order = scores.argsort(descending=True, stable=True)
         order = order[:max_detections] if max_detections > 0 else order
-        keys = ("scores", "boxes", "labels", "masks") if return_masks else ("scores", "boxes", "labels")
+        keys = ("scores", "boxes", "labels", "mask_logits") if return_masks else ("scores", "boxes", "labels")
         merged = {key: torch.cat([p[key] for p in parts])[order] for key in keys}
+        if return_masks and return_masks != "logits":  # pasted only for the detections kept
+            merged["masks"] = paste_masks(merged.pop("mask_logits"), merged["boxes"], height, width) > 0.5
         merged["text_labels"] = [labels[i] for i in merged["labels"].tolist()]
         results.append(merged)
     return results

@@ -249,6 +249,16 @@ def paste_masks(mask_logits: torch.Tensor, boxes: torch.Tensor, height: int, wid
     return pasted
 
 
+def candidate_slots(candidates: torch.Tensor, anchor_indices: torch.Tensor) -> torch.Tensor:
+    """The position in an image's mask candidates (anchors ``candidates`` ``(K,)``) of each detection's anchor
+    (``anchor_indices`` ``(N,)``); a detection whose anchor is not a candidate raises."""
+    matches = candidates[None, :] == anchor_indices[:, None]
+    if not bool(matches.any(dim=1).all()):
+        missing = anchor_indices[~matches.any(dim=1)].tolist()
+        raise ValueError(f"detections at anchors {missing[:5]} are not mask candidates (keep_only_anchors first)")
+    return matches.float().argmax(dim=1)
+
+
 def detection_masks(
     pred_masks: torch.Tensor,
     candidates: torch.Tensor,
@@ -260,8 +270,7 @@ def detection_masks(
     """The masks of one image's detections: ``pred_masks`` ``(K, M, M)`` logits of its mask candidates (anchors
     ``candidates`` ``(K,)``), each detection's (anchor ``anchor_indices`` ``(N,)``, one of the candidates) pasted
     into its box ``boxes`` ``(N, 4)`` (absolute xyxy): ``(N, height, width)`` probabilities."""
-    slots = (candidates[None, :] == anchor_indices[:, None]).float().argmax(dim=1)
-    return paste_masks(pred_masks[slots], boxes, height, width)
+    return paste_masks(pred_masks[candidate_slots(candidates, anchor_indices)], boxes, height, width)
 
 
 def instance_segments(
@@ -319,6 +328,7 @@ def instance_segments(
 
 __all__ = [
     "batched_nms",
+    "candidate_slots",
     "detection_masks",
     "instance_segments",
     "keep_only_anchors",

@@ -414,3 +414,22 @@ def test_mask_loss_to_backbone_switch(trained: dict, to_backbone: bool) -> None:
     assert model.mask_head.predictor.weight.grad.abs().sum() > 0
     backbone = [p.grad for p in model.model.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert bool(backbone) is to_backbone  # the shared weights learn from masks only when asked
+
+
+def test_a_bfloat16_model_segments() -> None:
+    """torchvision's RoIAlign has no bfloat16 kernel: the head pools in float32 (boxes never rounded to bf16)."""
+    processor = bert_processor(64)
+    model = Glipv2ForInstanceSegmentation(tiny_config(use_mask_head=True, mask_candidates=5)).eval()
+    image, _ = _scene()
+    inputs = processor(images=image, text=[LABELS])
+    with torch.no_grad():
+        full = model(**inputs)
+        half = model.to(torch.bfloat16)(**{**inputs, "pixel_values": inputs["pixel_values"].bfloat16()})
+    assert half.pred_masks.dtype == torch.bfloat16 and half.pred_masks.shape == full.pred_masks.shape
+
+
+def test_a_detection_outside_the_candidates_is_refused() -> None:
+    from glipv2.post_processing import detection_masks
+
+    with pytest.raises(ValueError, match=r"detections at anchors \[9\] are not mask candidates"):
+        detection_masks(torch.zeros(2, 4, 4), torch.tensor([5, 7]), torch.tensor([9]), torch.zeros(1, 4), 8, 8)

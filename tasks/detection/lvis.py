@@ -86,6 +86,7 @@ def predict_lvis(
     limit); the image's prediction is its 300 best over all prompts (the LVIS API's limit). With `masks` (a model
     with a mask head) each detection also has its mask (`"masks"`: RLEs at the image's size)."""
     from glipv2 import detect_labels
+    from glipv2.post_processing import paste_masks
     from tasks.collate import load_rgb
     from tasks.masks import encode_mask
 
@@ -102,10 +103,10 @@ def predict_lvis(
         max_detections=0,
         text_cache=options.text_cache,
         prompts=prompts,
-        return_masks=masks,
+        return_masks="logits" if masks else False,
     )
     capped = []
-    keys = ("scores", "boxes", "labels", "masks") if masks else ("scores", "boxes", "labels")
+    keys = ("scores", "boxes", "labels", "mask_logits") if masks else ("scores", "boxes", "labels")
     for record, result in zip(records, results):
         keep = _best_per_prompt(prompt_of[result["labels"].cpu()], options.max_detections)
         result = {key: result[key][keep.to(result[key].device)] for key in keys}
@@ -114,9 +115,10 @@ def predict_lvis(
         fixed.add(int(record["image_id"]), boxes.numpy(), result["scores"].detach().float().cpu().numpy(), ids)
         capped.append({key: value[:MAX_DETECTIONS_PER_IMAGE] for key, value in result.items()})
     predictions = detections_to_predictions(records, capped, category_ids)
-    if masks:
-        for prediction, result in zip(predictions, capped):
-            prediction["masks"] = [encode_mask(mask) for mask in result["masks"]]
+    if masks:  # pasted only for the detections kept
+        for prediction, result, image in zip(predictions, capped, images):
+            pasted = paste_masks(result["mask_logits"], result["boxes"], image.height, image.width) > 0.5
+            prediction["masks"] = [encode_mask(mask) for mask in pasted]
     return predictions
 
 

@@ -68,11 +68,15 @@ def segment_expressions(
     probability of the expression's tokens ([`expression_spans`]) times its centerness, among the mask candidates.
     Returns `{"mask": (H, W) bool at the original size, "score", "box"}` (an empty mask and score 0 when no box)."""
     images = [load_rgb(record["image"]) for record in records]
-    fitted = [
-        fit_caption(processor.tokenizer, record["caption"], [expression_spans(record)], model.config.max_text_length)
-        for record in records
-    ]
-    captions = [caption for caption, _, _ in fitted]
+    captions, spans = [], []
+    for record in records:
+        caption, _, _ = fit_caption(
+            processor.tokenizer, record["caption"], [expression_spans(record)], model.config.max_text_length
+        )
+        # an expression longer than the text limit is cut: its spans end with the cut caption
+        kept = [[begin, min(end, len(caption))] for begin, end in expression_spans(record) if begin < len(caption)]
+        captions.append(caption)
+        spans.append(kept or expression_spans({**record, "caption": caption, "objects": {"tokens_positive": []}}))
     encoding = processor.tokenizer(captions, padding="longest", return_tensors="pt")
     pixels = processor(images=images, return_tensors="pt").to(model.device)
     outputs = model(
@@ -82,8 +86,8 @@ def segment_expressions(
         attention_mask=encoding["attention_mask"].to(model.device),
     )
     positive_maps = [
-        processor.positive_map(encoding, [expression_spans(record)], batch_index=index, text=captions[index])
-        for index, record in enumerate(records)
+        processor.positive_map(encoding, [spans[index]], batch_index=index, text=captions[index])
+        for index in range(len(records))
     ]
     sizes = [image.size[::-1] for image in images]
     results = processor.image_processor.post_process_instance_segmentation(

@@ -212,3 +212,17 @@ def test_masks_without_a_mask_head_are_refused(synthetic: Path, processor: Any) 
     for model in (Glipv2ForGrounding(tiny_config()), Glipv2ForPreTraining(tiny_config())):
         with pytest.raises(ValueError, match=f"labels carry masks but this {type(model).__name__} has no mask head"):
             model(**batch)
+
+
+def test_an_expression_past_the_text_limit_is_cut_not_fatal(synthetic: Path, processor: Any) -> None:
+    from glipv2 import Glipv2ForInstanceSegmentation
+    from tasks.referring_segmentation.task import segment_expressions
+
+    model = Glipv2ForInstanceSegmentation(tiny_config(use_mask_head=True, max_text_length=8)).eval()
+    spec = get_task("referring_segmentation")
+    record = dict(spec.load(spec.default_files(str(synthetic), "val")).dataset[0])
+    caption = "the red square that sits just left of the big blue circle near the top"
+    record = {**record, "caption": caption, "objects": {**record["objects"], "tokens_positive": [[[0, len(caption)]]]}}
+    with torch.no_grad():
+        (result,) = segment_expressions(model, processor, [record])
+    assert result["mask"].shape == (64, 64)

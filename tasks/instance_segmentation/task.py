@@ -8,24 +8,19 @@ import os
 from typing import Any
 
 from tasks.collate import load_rgb
-from tasks.detection.collator import DetectionCollator, FixedPromptDetectionCollator
 from tasks.detection.prompts import detections_to_predictions
 from tasks.detection.task import default_files, load
+from tasks.detection.task import make_collator as detection_collator
 from tasks.instance_segmentation.benchmarks import BENCHMARKS
 from tasks.masks import encode_mask
 from tasks.spec import HubCard, Prediction, PredictOptions, ShowcaseEntry, TaskData, TaskSpec
 from tasks.transforms import clean_category_name
 
 
-def make_collator(
-    processor: Any, data: TaskData, num_negatives: int | None = None, fixed_prompt: bool = False, **options: Any
-) -> DetectionCollator:
-    """The detection collator (sampled class-name prompts, or the evaluation prompt with `fixed_prompt`) with each
+def make_collator(processor: Any, data: TaskData, **options: Any) -> Any:
+    """Detection's collator (sampled class-name prompts, or the evaluation prompt with `fixed_prompt`) with each
     box's mask, resized and flipped with the image."""
-    if num_negatives is not None:
-        options["num_negatives"] = int(num_negatives)
-    collator = FixedPromptDetectionCollator if fixed_prompt else DetectionCollator
-    return collator(processor, data.categories, with_masks=True, **options)
+    return detection_collator(processor, data, with_masks=True, **options)
 
 
 def model_config(data: TaskData) -> dict[str, Any]:

@@ -54,11 +54,12 @@ def expression_spans(record: dict[str, Any]) -> list[list[int]]:
     """The tokens that name the referred object(s): the union of the objects' `tokens_positive` spans, or the whole
     expression (stripped) when none has one."""
     spans = sorted({tuple(span) for spans in record["objects"]["tokens_positive"] for span in spans})
-    if spans:
-        return [list(span) for span in spans]
-    caption = record["caption"]
-    begin = len(caption) - len(caption.lstrip())
-    return [[begin, len(caption.rstrip())]]
+    return [list(span) for span in spans] or _whole_text(record["caption"])
+
+
+def _whole_text(text: str) -> list[list[int]]:
+    """One span over `text` without its surrounding spaces."""
+    return [[len(text) - len(text.lstrip()), len(text.rstrip())]]
 
 
 def segment_expressions(
@@ -70,13 +71,12 @@ def segment_expressions(
     images = [load_rgb(record["image"]) for record in records]
     captions, spans = [], []
     for record in records:
-        caption, _, _ = fit_caption(
-            processor.tokenizer, record["caption"], [expression_spans(record)], model.config.max_text_length
-        )
+        named = expression_spans(record)
+        caption, _, _ = fit_caption(processor.tokenizer, record["caption"], [named], model.config.max_text_length)
         # an expression longer than the text limit is cut: its spans end with the cut caption
-        kept = [[begin, min(end, len(caption))] for begin, end in expression_spans(record) if begin < len(caption)]
+        kept = [[begin, min(end, len(caption))] for begin, end in named if begin < len(caption)]
         captions.append(caption)
-        spans.append(kept or expression_spans({**record, "caption": caption, "objects": {"tokens_positive": []}}))
+        spans.append(kept or _whole_text(caption))
     encoding = processor.tokenizer(captions, padding="longest", return_tensors="pt")
     pixels = processor(images=images, return_tensors="pt").to(model.device)
     outputs = model(

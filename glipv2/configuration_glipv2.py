@@ -13,6 +13,14 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 # loaded from a saved folder (`transformers_modules.<folder>.configuration_glipv2`).
 _INSTALLED_LIBRARY = __name__.split(".")[0] == "glipv2"
 
+# The activation-checkpointing switches, one per part (see the docstring); transformers' switch sets them all.
+GRADIENT_CHECKPOINTING_FIELDS = (
+    "gradient_checkpointing_vision",
+    "gradient_checkpointing_text",
+    "gradient_checkpointing_fusion",
+    "gradient_checkpointing_bi_attention",
+)
+
 # Swin stages 2-4 feed the FPN (strides 8, 16, 32), as `SWINT-FPN-RETINANET` in the official GLIP configs.
 _BACKBONE_OUT_FEATURES = ["stage2", "stage3", "stage4"]
 
@@ -87,21 +95,37 @@ class Glipv2Config(PreTrainedConfig):
             "2 x joint width" of the BUTD/ViLBERT VQA classifiers.
         use_mask_head (`bool`, defaults to `False`):
             Whether the model holds GLIPv2's mask head (instance and referring segmentation; `mask_head`), a
-            Mask R-CNN-style head on the fused features (see [`Glipv2MaskHead`]).
+            Mask R-CNN-style head on the fused features (see [`Glipv2MaskHead`]). It reads P2, a stride-4 FPN level
+            the model then also builds from the backbone's first stage (the vision config itself is not changed).
         mask_head_convs (`int`, defaults to 4):
             3x3 convolutions of the mask head before its 2x upsampling (Mask R-CNN: 4).
         mask_roi_size (`int`, defaults to 14):
             Side of the RoIAlign grid of the mask head; masks are predicted at twice this resolution.
         mask_loss_to_backbone (`bool`, defaults to `True`):
             Whether the mask loss's gradient reaches the shared backbone and fusion (Mask R-CNN's joint training).
-            `False` trains the mask head alone on the fused features (cheaper, and leaves the other tasks' features
-            to their own losses; the built-in demo uses it on CPU).
+            `False` trains the mask head and P2's own convolutions on detached shared features, which leaves the
+            other tasks' features to their own losses (the built-in demo uses it: a stride-4 mask loss on the shared
+            backbone cost its small model half its grounding recall).
         mask_candidates (`int`, defaults to 100):
             Anchors per image (per prompt chunk) that get a mask at inference: those with the highest token (or
             label) probability x centerness; instance segmentation reports detections among them.
         tie_word_embeddings (`bool`, defaults to `True`):
             Whether the decoders of the LM heads (`caption_head`, `mlm_head`) share the text encoder's word
             embeddings, as BERT's MLM head does.
+        gradient_checkpointing_vision (`bool`, defaults to `False`):
+            In training, recompute each stage of the image backbone (Swin: a `SwinStage`; any backbone: its outermost
+            transformers `GradientCheckpointingLayer`s) in the backward instead of keeping its activations
+            (`torch.utils.checkpoint`, non-reentrant). Outputs and gradients are unchanged; a step costs one more
+            forward of the part. `model.gradient_checkpointing_enable()` sets all four `gradient_checkpointing_*`
+            fields (and `..._disable()` clears them).
+        gradient_checkpointing_text (`bool`, defaults to `False`):
+            The same for each layer of the text encoder (BERT: a `BertLayer`).
+        gradient_checkpointing_fusion (`bool`, defaults to `False`):
+            The same for each fusion layer (VLFuse bi-attention, the extra text layer and the DyHead block).
+        gradient_checkpointing_bi_attention (`bool`, defaults to `False`):
+            In training, the bi-attention's backward keeps only its `(B, heads, A, T)` logits and recomputes both
+            softmaxes (and redraws their dropout masks) from them, instead of keeping both softmax and dropout
+            outputs (`fusion.Glipv2BiAttentionFunction`). Outputs equal, gradients equal to rounding.
     """
 
     model_type = "glipv2"
@@ -144,6 +168,10 @@ class Glipv2Config(PreTrainedConfig):
     mask_candidates: int = 100
     mask_loss_to_backbone: bool = True
     tie_word_embeddings: bool = True
+    gradient_checkpointing_vision: bool = False
+    gradient_checkpointing_text: bool = False
+    gradient_checkpointing_fusion: bool = False
+    gradient_checkpointing_bi_attention: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if _INSTALLED_LIBRARY:
@@ -281,4 +309,4 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-__all__ = ["Glipv2Config", "PRESETS"]
+__all__ = ["GRADIENT_CHECKPOINTING_FIELDS", "Glipv2Config", "PRESETS"]

@@ -39,7 +39,9 @@ def reinterpret_offset(offset: torch.Tensor, out_height: int, out_width: int) ->
         sample's contiguous buffer.
     """
     batch, channels, height, width = offset.shape
-    if (height, width) == (out_height, out_width):
+    # While the ONNX exporter traces, always the general read (the same values when the sizes agree): a branch taken
+    # at the export size would be frozen into the graph for every other size.
+    if (height, width) == (out_height, out_width) and not torch.jit.is_tracing():
         return offset
     needed = channels * out_height * out_width
     if needed > channels * height * width:
@@ -143,7 +145,13 @@ def deform_conv2d_reference(
     sampled = _bilinear_sample(image, sample_y.reshape(batch, -1), sample_x.reshape(batch, -1))
     sampled = sampled.reshape(batch, in_channels, taps, out_h * out_w) * mask.reshape(batch, 1, taps, -1)
     columns = sampled.reshape(batch, in_channels * taps, out_h * out_w)
-    out = torch.matmul(weight.reshape(out_channels, -1), columns).reshape(batch, out_channels, out_h, out_w)
+    if torch.jit.is_tracing():
+        # ONNX export: the weight as the constant right operand of the MatMul, the form onnxruntime's dynamic int8
+        # quantization covers (`onnx_export.quantize_int8`); the same products (eager keeps its faster order).
+        out = torch.matmul(columns.transpose(1, 2), weight.reshape(out_channels, -1).t()).transpose(1, 2)
+        out = out.reshape(batch, out_channels, out_h, out_w)
+    else:
+        out = torch.matmul(weight.reshape(out_channels, -1), columns).reshape(batch, out_channels, out_h, out_w)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

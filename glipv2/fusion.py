@@ -24,9 +24,21 @@ from .padding import Glipv2PaddingMasks, group_norm, masked_spatial_mean, upsamp
 
 def flatten_levels(features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Concatenates pyramid levels `(B, C, H_l, W_l)` into `(B, sum H_l*W_l, C)` and returns the level sizes."""
-    sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+    # No int(): under the ONNX exporter's tracer the sizes stay symbolic (dynamic image sizes); eagerly they are ints.
+    sizes = [(f.shape[-2], f.shape[-1]) for f in features]
     flat = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
     return flat, sizes
+
+
+def spatial_shapes_tensor(features: tuple[torch.Tensor, ...], device: torch.device) -> torch.Tensor:
+    """`(L, 2)` long `(H_l, W_l)` of pyramid levels `(B, C, H_l, W_l)`.
+
+    Built from the Python shapes (no device-to-host read, no graph break under `torch.compile`); while the ONNX
+    exporter traces, from the shape tensors instead, so the exported graph computes it for any image size.
+    """
+    if torch.jit.is_tracing():
+        return torch.stack([torch._shape_as_tensor(f)[-2:] for f in features]).to(device)
+    return torch.tensor([list(f.shape[-2:]) for f in features], device=device)
 
 
 def unflatten_levels(flat: torch.Tensor, sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
@@ -37,6 +49,154 @@ def unflatten_levels(flat: torch.Tensor, sizes: list[tuple[int, int]]) -> tuple[
         out.append(chunk.transpose(1, 2).reshape(flat.shape[0], -1, height, width).contiguous())
         start += height * width
     return tuple(out)
+
+
+def _attention_probabilities(
+    logits: torch.Tensor,
+    text_attention_mask: torch.Tensor | None,
+    image_mask: torch.Tensor | None,
+    clamp_value: float,
+    side: str,
+) -> torch.Tensor:
+    """One side's softmax of the shared `(B, h, A, T)` logits (before clamping): `side="vision"` gives the image
+    queries' attention over tokens `(B, h, A, T)`, `side="text"` the tokens' attention over image positions
+    `(B, h, T, A)`. The same operations, in the same order, as [`Glipv2BiAttention.forward`]."""
+    logits = logits.clamp(-clamp_value, clamp_value)
+    if side == "vision":
+        if text_attention_mask is not None:
+            invalid = ~text_attention_mask.bool()[:, None, None, :]
+            logits = logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
+        return logits.softmax(dim=-1)
+    if image_mask is not None:
+        logits = logits.masked_fill(~image_mask.bool()[:, None, :, None], torch.finfo(logits.dtype).min)
+    if logits.device.type == "cpu":
+        return logits.softmax(dim=-2).transpose(-1, -2)
+    return logits.transpose(-1, -2).softmax(dim=-1)
+
+
+def _softmax_backward(grad: torch.Tensor, probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """Gradient of the softmax's input from its output `probs` and the gradient of `probs`."""
+    return probs * (grad - (grad * probs).sum(dim=dim, keepdim=True))
+
+
+class Glipv2BiAttentionFunction(torch.autograd.Function):
+    """The bi-attention's core, `(query, key, vision_values, text_values)` -> `(vision_context, text_context)`,
+    whose backward keeps only the `(B, h, A, T)` logits: autograd would keep the logits, both softmax outputs and,
+    in training, both dropout outputs and masks (five to seven tensors of that size per fusion layer). The backward
+    recomputes each softmax from the logits and each dropout mask from the forward's random state, one side at a
+    time. Forward outputs are bit-identical to the autograd path; gradients equal it to rounding.
+
+    Shapes: `query` `(B, h, A, d)` (already scaled), `key` `(B, h, T, d)`, `vision_values` `(B, h, A, d)`,
+    `text_values` `(B, h, T, d)`; masks `(B, T)` and `(B, A)` or None. Returns `(B, h, A, d)` and `(B, h, T, d)`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        vision_values: torch.Tensor,
+        text_values: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        image_mask: torch.Tensor | None,
+        clamp_value: float,
+        dropout: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.matmul(query, key.transpose(-1, -2))  # (B, h, A, T), saved unclamped for the clamp's gradient
+        dropping = dropout > 0.0
+        ctx.rng_states = _rng_states(query.device) if dropping else None
+        text_attn = _attention_probabilities(logits, text_attention_mask, image_mask, clamp_value, "text")
+        vision_attn = _attention_probabilities(logits, text_attention_mask, image_mask, clamp_value, "vision")
+        # Same order as the autograd path: the vision side draws its dropout mask first.
+        vision_attn = F.dropout(vision_attn, p=dropout, training=dropping)
+        text_attn = F.dropout(text_attn, p=dropout, training=dropping)
+        vision_context = torch.matmul(vision_attn, text_values)
+        text_context = torch.matmul(text_attn, vision_values)
+        ctx.save_for_backward(query, key, vision_values, text_values, logits, text_attention_mask, image_mask)
+        ctx.clamp_value, ctx.dropout = clamp_value, dropout
+        device_type = query.device.type
+        # The backward recomputes under the forward's autocast (as `torch.amp.custom_bwd`, for any device type).
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        return vision_context, text_context
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_vision_context: torch.Tensor, grad_text_context: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        device_type, enabled, dtype = ctx.autocast
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return Glipv2BiAttentionFunction._backward(ctx, grad_vision_context, grad_text_context)
+
+    @staticmethod
+    def _backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_vision_context: torch.Tensor, grad_text_context: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        query, key, vision_values, text_values, logits, text_attention_mask, image_mask = ctx.saved_tensors
+        masks = _dropout_masks(ctx, logits, text_attention_mask, image_mask)
+        grad_logits = None
+        grad_values = {}
+        for side, grad_context, values in (
+            ("vision", grad_vision_context, text_values),
+            ("text", grad_text_context, vision_values),
+        ):
+            probs = _attention_probabilities(logits, text_attention_mask, image_mask, ctx.clamp_value, side)
+            dropped = probs if masks is None else probs * masks[side]
+            grad_values[side] = torch.matmul(dropped.transpose(-1, -2), grad_context)
+            del dropped
+            grad_probs = torch.matmul(grad_context, values.transpose(-1, -2))
+            if masks is not None:
+                grad_probs = grad_probs * masks[side]
+            grad = _softmax_backward(grad_probs, probs, dim=-1)  # (B, h, A, T) or (B, h, T, A)
+            del probs, grad_probs
+            if side == "vision":
+                if text_attention_mask is not None:  # masked_fill passes no gradient to the filled logits
+                    grad = grad.masked_fill(~text_attention_mask.bool()[:, None, None, :], 0.0)
+                grad_logits = grad
+            else:
+                grad = grad.transpose(-1, -2)
+                if image_mask is not None:
+                    grad = grad.masked_fill(~image_mask.bool()[:, None, :, None], 0.0)
+                grad_logits = grad_logits + grad
+            del grad
+        inside = (logits >= -ctx.clamp_value) & (logits <= ctx.clamp_value)  # the clamp's gradient
+        grad_logits = grad_logits * inside
+        grad_query = torch.matmul(grad_logits, key)
+        grad_key = torch.matmul(grad_logits.transpose(-1, -2), query)
+        return grad_query, grad_key, grad_values["text"], grad_values["vision"], None, None, None, None
+
+
+def _rng_states(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The CPU and (on an accelerator) device random states, to redraw the forward's dropout masks."""
+    device_state = None
+    if device.type != "cpu":
+        device_state = getattr(torch, device.type).get_rng_state(device)
+    return torch.get_rng_state(), device_state
+
+
+def _dropout_masks(
+    ctx: torch.autograd.function.FunctionCtx,
+    logits: torch.Tensor,
+    text_attention_mask: torch.Tensor | None,
+    image_mask: torch.Tensor | None,
+) -> dict[str, torch.Tensor] | None:
+    """The forward's scaled dropout masks (`{"vision": (B, h, A, T), "text": (B, h, T, A)}`), redrawn from its random
+    states on tensors of the same shapes and strides (a dropout mask does not depend on the values it drops)."""
+    if ctx.rng_states is None:
+        return None
+    cpu_state, device_state = ctx.rng_states
+    device = logits.device
+    devices = [device] if device_state is not None else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.set_rng_state(cpu_state)
+        if device_state is not None:
+            getattr(torch, device.type).set_rng_state(device_state, device)
+        ones = torch.ones_like(logits)
+        # The text side's layout decides the order its mask is drawn in: as in `_attention_probabilities`, a
+        # transposed view on CPU, a contiguous (B, h, T, A) tensor elsewhere.
+        text_ones = ones.transpose(-1, -2) if device.type == "cpu" else ones.transpose(-1, -2).contiguous()
+        vision = F.dropout(ones, p=ctx.dropout, training=True)
+        text = F.dropout(text_ones, p=ctx.dropout, training=True)
+    return {"vision": vision, "text": text}
 
 
 class Glipv2BiAttention(nn.Module):
@@ -56,6 +216,8 @@ class Glipv2BiAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.dropout = dropout
         self.clamp_value = clamp_value
+        # Set by `Glipv2PreTrainedModel._set_gradient_checkpointing` (transformers' switch) or the config.
+        self.gradient_checkpointing = False
         self.vision = nn.ModuleDict(
             {
                 "q_proj": nn.Linear(vision_dim, embed_dim),
@@ -105,11 +267,20 @@ class Glipv2BiAttention(nn.Module):
         the logits twice and cannot return the transposed softmax). The logits stay in one `(B, h, A, T)` buffer; on
         CPU the text side's softmax runs over its A axis instead of on a transposed copy, on GPUs over the last axis
         of a transposed copy (the faster kernel there).
+
+        With `gradient_checkpointing` (config `gradient_checkpointing_bi_attention`), in training, the core runs in
+        [`Glipv2BiAttentionFunction`], whose backward recomputes the softmaxes instead of keeping them.
         """
         query = self.split_heads(self._scaled_query(vision))
         key = self.split_heads(self.text["k_proj"](text))
         vision_values = self.split_heads(self.vision["v_proj"](vision))
         text_values = self.split_heads(self.text["v_proj"](text))
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            vision_context, text_context = Glipv2BiAttentionFunction.apply(
+                query, key, vision_values, text_values, text_attention_mask, image_mask, self.clamp_value, self.dropout
+            )
+            vision_delta = self.vision["o_proj"](self.merge_heads(vision_context))
+            return vision_delta, self.text["o_proj"](self.merge_heads(text_context))
         logits = torch.matmul(query, key.transpose(-1, -2))  # (B, h, A, T)
         in_place = not (torch.is_grad_enabled() and logits.requires_grad)  # autograd needs the unclamped logits
         logits = (logits.clamp_ if in_place else logits.clamp)(-self.clamp_value, self.clamp_value)
@@ -487,7 +658,7 @@ class Glipv2DeepFusion(nn.Module):
         self._check_early_fusion()
         for index, layer in enumerate(self.layers):
             image = image_memory[:, index]
-            if layer.gradient_checkpointing and layer.training:
+            if layer.gradient_checkpointing and layer.training and torch.is_grad_enabled():
                 text_features = checkpoint(layer.text_step, text_features, image, attention_mask, use_reentrant=False)
             else:
                 text_features = layer.text_step(text_features, image, attention_mask)
@@ -496,6 +667,7 @@ class Glipv2DeepFusion(nn.Module):
 
 __all__ = [
     "Glipv2BiAttention",
+    "Glipv2BiAttentionFunction",
     "Glipv2DeepFusion",
     "Glipv2DyHeadBlock",
     "Glipv2DyReLU",
@@ -503,5 +675,6 @@ __all__ = [
     "Glipv2TextLayer",
     "Glipv2VLFuse",
     "flatten_levels",
+    "spatial_shapes_tensor",
     "unflatten_levels",
 ]

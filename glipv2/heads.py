@@ -275,101 +275,102 @@ class Glipv2ContrastiveHead(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------ masks
-# FPN's RoI-to-level rule (Lin et al. 2017, eq. 1): a 224x224 box maps to level 4.
-CANONICAL_BOX_SIZE = 224.0
-CANONICAL_LEVEL = 4
-
-
 class Glipv2MaskHead(nn.Module):
     """One class-agnostic mask per box, from the fused image features (instance and referring segmentation).
 
-    Mask R-CNN's mask head (He et al. 2017, FPN variant): RoIAlign (`aligned=True`, 2 samples per bin) of a
-    `roi_size` x `roi_size` grid from the level FPN's rule assigns a box (`floor(4 + log2(sqrt(wh) / 224))`, clamped
-    to the levels at strides 8-32), `num_convs` 3x3 convolutions with ReLU, a 2x transposed convolution with ReLU
-    and a 1x1 convolution to one mask logit per position (`2 * roi_size` square). The masks are class-agnostic:
-    a box's class is the phrase it is grounded to, so the vocabulary stays the prompt's. GLIPv2's text available to
-    this project does not specify its mask head; this is the standard one, on the features after the fusion (so a
-    referring expression shapes them).
+    Mask R-CNN's mask head (He et al. 2017) on a stride-4 map: P2 (the FPN's stride-4 level, before the fusion) plus
+    the fused P3 upsampled 2x, merged by a 3x3 convolution with ReLU, so that the masks follow the image at 4-pixel
+    resolution and the prompt through P3 (a referring expression shapes them). RoIAlign (`aligned=True`, 2 samples
+    per bin) of a `roi_size` x `roi_size` grid from that map, `num_convs` 3x3 convolutions with ReLU, a 2x transposed
+    convolution with ReLU and a 1x1 convolution to one mask logit per position (`2 * roi_size` square). The masks are
+    class-agnostic: a box's class is the phrase it is grounded to, so the vocabulary stays the prompt's. GLIPv2's
+    text available to this project does not specify its mask head; this is the standard one, except that every box
+    is pooled from the stride-4 map rather than from the level FPN's size rule picks (strides 8-32 gave the
+    4-cell-wide objects of the demo too coarse a grid for masks at IoU 0.75-0.95).
 
     Args:
-        hidden_size: channels of the fused levels (and of the head's convolutions).
+        hidden_size: channels of the fused levels and of P2 (and of the head's convolutions).
         num_convs: 3x3 convolutions before the upsampling.
         roi_size: RoIAlign grid side; masks are `2 * roi_size` square.
-        strides: the stride of each fused level (P3, P4, ...).
+        stride: the stride of P2 (the fused P3 is upsampled to it).
     """
 
-    def __init__(self, hidden_size: int, num_convs: int, roi_size: int, strides: tuple[int, ...]) -> None:
+    def __init__(self, hidden_size: int, num_convs: int, roi_size: int, stride: int = 4) -> None:
         super().__init__()
         self.roi_size = roi_size
-        self.strides = tuple(int(stride) for stride in strides)
+        self.stride = int(stride)
+        self.merge = nn.Conv2d(hidden_size, hidden_size, 3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(hidden_size, hidden_size, 3, padding=1) for _ in range(num_convs))
         self.upsample = nn.ConvTranspose2d(hidden_size, hidden_size, 2, stride=2)
         self.predictor = nn.Conv2d(hidden_size, 1, 1)
 
-    def levels(self, boxes: torch.Tensor) -> torch.Tensor:
-        """`(N, 4)` continuous pixel xyxy -> `(N,)` index of the level each box is pooled from (strides 8-32)."""
-        first = int(math.log2(self.strides[0]))
-        usable = [index for index, stride in enumerate(self.strides) if stride <= 32] or [0]
-        size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)).sqrt()
-        level = torch.floor(CANONICAL_LEVEL + torch.log2(size / CANONICAL_BOX_SIZE + 1e-8)) - first
-        return level.clamp(min=usable[0], max=usable[-1]).long()
-
     def pool(
         self,
-        features: tuple[torch.Tensor, ...],
+        features: tuple[torch.Tensor, torch.Tensor],
         boxes: list[torch.Tensor],
         image_sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """RoIAlign of every image's boxes (`(N_i, 4)` continuous pixel xyxy of the model input) from their levels:
-        `(sum N_i, C, roi_size, roi_size)` in image order. With `image_sizes` (`(B, 2)` unpadded input sizes) each
-        image is pooled from its own part of the padded batch (`ceil(size / stride)` cells per level), so that it
-        gets the masks it gets alone (RoIAlign clamps samples at a map's border, where the batch has padding)."""
+        """RoIAlign of every image's boxes (`(N_i, 4)` continuous pixel xyxy of the model input) from the merged
+        stride-4 map of `features` (the fused P3, P2): `(sum N_i, C, roi_size, roi_size)` in image order. With
+        `image_sizes` (`(B, 2)` unpadded input sizes) each image's map is built and pooled from its own part of the
+        padded batch (`ceil(size / 4)` cells), so that it gets the masks it gets alone (the merging convolution and
+        RoIAlign read the border of that part, beyond which a batch has padding)."""
         from torchvision.ops import roi_align
 
+        fused, fine = features
+        if fine is None:
+            raise ValueError("The mask head needs P2 (`mask_features`): build the model with use_mask_head=True.")
         counts = [len(box) for box in boxes]
         # boxes stay float32 (half precision would round pixel coordinates); RoIAlign runs in float32 (torchvision
         # has no bfloat16 kernel) and its result takes the features' dtype
         rois = torch.cat([box.reshape(-1, 4) for box in boxes]).float()
-        pooled = features[0].new_zeros(len(rois), features[0].shape[1], self.roi_size, self.roi_size)
+        pooled = fine.new_zeros(len(rois), fine.shape[1], self.roi_size, self.roi_size)
         if len(rois) == 0:
             return pooled
-        levels = self.levels(rois.float())
+        scale = round(fine.shape[-1] / fused.shape[-1])  # 2: the padded batch is a multiple of P3's stride
+        upsampled = F.interpolate(fused, scale_factor=scale, mode="nearest")[..., : fine.shape[-2], : fine.shape[-1]]
         images = torch.repeat_interleave(torch.arange(len(boxes)), torch.tensor(counts)).to(rois.device)
-        # images of one size are pooled together (training pads every image to one size: one call per level)
+        # images of one size are pooled together (training pads every image to one size: one call)
         sizes = [None] * len(boxes) if image_sizes is None else [tuple(size) for size in image_sizes.tolist()]
         for size in dict.fromkeys(sizes):
             members = [index for index, other in enumerate(sizes) if other == size]
-            in_group = torch.isin(images, torch.tensor(members, device=images.device))
-            for level in levels[in_group].unique().tolist():
-                selected = in_group & (levels == level)
-                level_features = features[level][members]
-                if size is not None:
-                    height, width = (math.ceil(side / self.strides[level]) for side in size)
-                    level_features = level_features[:, :, :height, :width]
-                position = torch.full((len(boxes),), -1, dtype=rois.dtype, device=rois.device)
-                position[members] = torch.arange(len(members), dtype=rois.dtype, device=rois.device)
-                pooled[selected] = roi_align(
-                    level_features.float(),
-                    torch.cat([position[images[selected]][:, None], rois[selected]], dim=1),
-                    output_size=self.roi_size,
-                    spatial_scale=1.0 / self.strides[level],
-                    sampling_ratio=2,
-                    aligned=True,
-                ).to(pooled.dtype)
+            selected = torch.isin(images, torch.tensor(members, device=images.device))
+            if not selected.any():
+                continue
+            merged = fine[members] + upsampled[members]
+            if size is not None:
+                height, width = (math.ceil(side / self.stride) for side in size)
+                merged = merged[:, :, :height, :width]
+            merged = F.relu(self.merge(merged))
+            position = torch.full((len(boxes),), -1, dtype=rois.dtype, device=rois.device)
+            position[members] = torch.arange(len(members), dtype=rois.dtype, device=rois.device)
+            pooled[selected] = roi_align(
+                merged.float(),
+                torch.cat([position[images[selected]][:, None], rois[selected]], dim=1),
+                output_size=self.roi_size,
+                spatial_scale=1.0 / self.stride,
+                sampling_ratio=2,
+                aligned=True,
+            ).to(pooled.dtype)
         return pooled
 
     def forward(
         self,
-        features: tuple[torch.Tensor, ...],
+        features: tuple[torch.Tensor, torch.Tensor],
         boxes: list[torch.Tensor],
         image_sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fused levels `(B, C, H_l, W_l)` and per image `(N_i, 4)` boxes (and the `(B, 2)` unpadded sizes, see
-        [`pool`]) -> `(sum N_i, 2 roi, 2 roi)` mask logits."""
+        """`features` (the fused P3 `(B, C, H_3, W_3)`, P2 `(B, C, H_2, W_2)`; see [`mask_inputs`]) and per image
+        `(N_i, 4)` boxes (and the `(B, 2)` unpadded sizes, see [`pool`]) -> `(sum N_i, 2 roi, 2 roi)` mask logits."""
         x = self.pool(features, boxes, image_sizes)
         for conv in self.convs:
             x = F.relu(conv(x))
         return self.predictor(F.relu(self.upsample(x)))[:, 0]
+
+
+def mask_inputs(vision_features: tuple[torch.Tensor, ...], mask_features: torch.Tensor | None) -> tuple:
+    """What [`Glipv2MaskHead`] reads from a [`Glipv2ModelOutput`]: the fused P3 and P2."""
+    return vision_features[0], mask_features
 
 
 # ------------------------------------------------------------------------------------------------------ factory
@@ -395,8 +396,9 @@ def build_head(name: str, config: Any) -> nn.Module:
             config.hidden_size, text.hidden_size, config.projection_dim, config.logit_scale_init
         )
     if name == "mask_head":
-        strides = tuple(config.anchor_strides[: config.num_feature_levels])
-        return Glipv2MaskHead(config.hidden_size, config.mask_head_convs, config.mask_roi_size, strides)
+        return Glipv2MaskHead(
+            config.hidden_size, config.mask_head_convs, config.mask_roi_size, config.anchor_strides[0] // 2
+        )
     raise ValueError(f"Unknown head {name!r}; heads: {HEAD_NAMES}.")
 
 
@@ -413,6 +415,7 @@ __all__ = [
     "Glipv2Scale",
     "Glipv2VqaHead",
     "build_head",
+    "mask_inputs",
     "masked_mean",
     "pool_levels",
     "unexpected_head_keys",

@@ -7,23 +7,36 @@ family (`modeling_glipv2_detection`, `_vqa`, `_captioning`, `_zero_shot`, `_pret
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoBackbone, AutoModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .auto_map import TASK_CLASS_BY_NAME, write_auto_map
 from .backbone import Glipv2FeaturePyramid
-from .configuration_glipv2 import Glipv2Config
+from .configuration_glipv2 import GRADIENT_CHECKPOINTING_FIELDS, Glipv2Config
 from .deformable_conv import Glipv2ModulatedDeformConv2d
-from .fusion import Glipv2BiAttention, Glipv2DeepFusion, Glipv2DyHeadBlock, Glipv2DyHeadConv, Glipv2VLFuse
+from .fusion import (
+    Glipv2BiAttention,
+    Glipv2DeepFusion,
+    Glipv2DyHeadBlock,
+    Glipv2DyHeadConv,
+    Glipv2VLFuse,
+    spatial_shapes_tensor,
+)
 from .heads import (
     HEAD_NAMES,
     Glipv2ContrastiveHead,
@@ -54,6 +67,8 @@ class Glipv2ModelOutput(ModelOutput):
         pre_fusion_text_features (`torch.FloatTensor` of shape `(B, T, text_hidden_size)`): text encoder output.
         vision_masks (`tuple[torch.BoolTensor]`, *optional*): for a batch of several image sizes, per level
             `(B, H_l, W_l)`, True inside each image's own padded region (see `padding.py`); None otherwise.
+        mask_features (`torch.FloatTensor` of shape `(B, hidden_size, H_2, W_2)`, *optional*): P2, the stride-4
+            level before fusion that the mask head reads with the fused P3 (`config.use_mask_head`); None otherwise.
     """
 
     vision_features: tuple[torch.FloatTensor, ...] | None = None
@@ -64,6 +79,7 @@ class Glipv2ModelOutput(ModelOutput):
     pre_fusion_vision_features: tuple[torch.FloatTensor, ...] | None = None
     pre_fusion_text_features: torch.FloatTensor | None = None
     vision_masks: tuple[torch.BoolTensor, ...] | None = None
+    mask_features: torch.FloatTensor | None = None
 
 
 def image_sizes_from_mask(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
@@ -93,6 +109,75 @@ def _broadcast_batch(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
         f"Batch sizes differ: {name_a} has {a.shape[0]} entries but {name_b} has {b.shape[0]}. Give one prompt per "
         "image, or a single prompt (or image) for the whole batch."
     )
+
+
+def _outermost_checkpoint_layers(root: nn.Module) -> list[nn.Module]:
+    """The `GradientCheckpointingLayer`s under `root` that no other one contains (Swin: stages, not their blocks)."""
+    found = []
+    for child in root.children():
+        found.extend([child] if isinstance(child, GradientCheckpointingLayer) else _outermost_checkpoint_layers(child))
+    return found
+
+
+@contextmanager
+def _module_states(snapshot: list[tuple[nn.Module, dict[str, Any]]]) -> Iterator[None]:
+    """Puts back the attributes (hooks included) each module had in `snapshot`, restoring today's on exit."""
+    current = [(module, dict(vars(module))) for module, _ in snapshot]
+    try:
+        for module, state in snapshot:
+            vars(module).clear()
+            vars(module).update(state)
+        yield
+    finally:
+        for module, state in current:
+            vars(module).clear()
+            vars(module).update(state)
+
+
+def _checkpoint_under_forward_hooks(
+    block: nn.Module, checkpoint_func: Callable, function: Callable, *args: Any, **kwargs: Any
+) -> Any:
+    """`checkpoint_func(function, *args)` whose backward recompute runs under the hooks `block`'s modules had in the
+    forward: `padding.backbone_sees_each_image_alone` hooks the backbone for one forward only, and a recompute
+    without them would give other activations (a batch of several image sizes)."""
+    keywords = checkpoint_func.keywords if isinstance(checkpoint_func, partial) else {}
+    if keywords.get("use_reentrant", True) is False:  # `context_fn` is a non-reentrant option
+        snapshot = [
+            (module, {k: copy.copy(v) if isinstance(v, dict) else v for k, v in vars(module).items()})
+            for module in block.modules()
+        ]
+        kwargs["context_fn"] = lambda: (nullcontext(), _module_states(snapshot))
+    return checkpoint_func(function, *args, **kwargs)
+
+
+def apply_gradient_checkpointing(
+    model: nn.Module, config: Glipv2Config, checkpoint_func: Callable | None = None
+) -> None:
+    """Sets every part's activation checkpointing from `config.gradient_checkpointing_*` (see [`Glipv2Config`]):
+    the backbone's stages, the text encoder's layers, the fusion layers and the bi-attentions. Checkpointing runs
+    only in training with gradients enabled; `checkpoint_func` defaults to non-reentrant `torch.utils.checkpoint`."""
+    checkpoint_func = checkpoint_func or partial(checkpoint, use_reentrant=False)
+    for module in model.modules():
+        if isinstance(module, Glipv2Model):
+            parts = (
+                (module.vision_backbone, config.gradient_checkpointing_vision),
+                (module.text_model, config.gradient_checkpointing_text),
+                (module.fusion, config.gradient_checkpointing_fusion),
+            )
+            for root, enable in parts:
+                blocks = _outermost_checkpoint_layers(root)
+                for other in root.modules():  # nested layers and the old-style encoder flags stay off
+                    if hasattr(other, "gradient_checkpointing") and not isinstance(other, Glipv2BiAttention):
+                        other.gradient_checkpointing = False
+                for block in blocks:
+                    block.gradient_checkpointing = enable
+                    block._gradient_checkpointing_func = (
+                        partial(_checkpoint_under_forward_hooks, block, checkpoint_func)
+                        if root is module.vision_backbone
+                        else checkpoint_func
+                    )
+        elif isinstance(module, Glipv2BiAttention):
+            module.gradient_checkpointing = config.gradient_checkpointing_bi_attention
 
 
 class Glipv2PreTrainedModel(PreTrainedModel):
@@ -159,6 +244,18 @@ class Glipv2PreTrainedModel(PreTrainedModel):
         return self._upload_modified_files(
             folder, repo_id, {}, commit_message=commit_message, token=token, create_pr=create_pr
         )
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ) -> None:
+        """transformers' switch (`gradient_checkpointing_enable()` / `activation_checkpointing_enable()` and their
+        `disable`): sets every `config.gradient_checkpointing_*` field to `enable` and applies them, so the switch is
+        saved with the config. Swin is checkpointed per stage (not per stage and block, as transformers would)."""
+        if enable and every_n_layers != 1:
+            raise ValueError("Glipv2 checkpoints every layer of each part: every_n_layers must be 1.")
+        for field in GRADIENT_CHECKPOINTING_FIELDS:
+            setattr(self.config, field, enable)
+        apply_gradient_checkpointing(self, self.config, gradient_checkpointing_func if enable else None)
 
     def enable_input_require_grads(self) -> None:
         """Hooks the text word embeddings only. transformers' version hooks every sub-model's input embeddings,
@@ -254,6 +351,17 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             init.zeros_(module.predictor.bias)
 
 
+def _backbone_config(config: Glipv2Config) -> Any:
+    """The vision backbone's config: `config.vision_config`, plus its stride-4 stage (the first after the stem) when
+    the mask head needs P2. The saved config is left as it is, so the same checkpoint loads with or without masks."""
+    if not config.use_mask_head:
+        return config.vision_config
+    vision = copy.deepcopy(config.vision_config)
+    finest = vision.stage_names[1]
+    vision.out_features = [finest] + [name for name in vision.out_features if name != finest]
+    return vision
+
+
 class Glipv2Model(Glipv2PreTrainedModel):
     """The shared backbone: image backbone + FPN, text encoder, and GLIP's deep fusion.
 
@@ -263,16 +371,24 @@ class Glipv2Model(Glipv2PreTrainedModel):
 
     def __init__(self, config: Glipv2Config) -> None:
         super().__init__(config)
-        self.vision_backbone = AutoBackbone.from_config(config.vision_config)
+        self.vision_backbone = AutoBackbone.from_config(_backbone_config(config))
         in_channels = list(self.vision_backbone.channels)
+        fine_channels = in_channels.pop(0) if config.use_mask_head else None
         if len(in_channels) != 3:
             raise ValueError(
                 f"vision_config.out_features must select 3 feature maps (strides 8, 16, 32); got {in_channels}."
             )
-        self.fpn = Glipv2FeaturePyramid(in_channels, config.hidden_size, config.num_feature_levels)
+        self.fpn = Glipv2FeaturePyramid(
+            in_channels,
+            config.hidden_size,
+            config.num_feature_levels,
+            fine_channels,
+            detach_fine_inputs=not config.mask_loss_to_backbone,
+        )
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         self.fusion = Glipv2DeepFusion(config, config.text_config)
         self.post_init()
+        apply_gradient_checkpointing(self, config)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_model.get_input_embeddings()
@@ -292,7 +408,8 @@ class Glipv2Model(Glipv2PreTrainedModel):
     def encode_image(
         self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`.
+        """`pixel_values` (B, 3, H, W) -> FPN levels P3..P7 before fusion, each `(B, hidden_size, H_l, W_l)`, and
+        with `config.use_mask_head` P2 (stride 4) after them ([`split_levels`] separates it).
 
         With `pixel_mask` (B, H, W) and images of several sizes, the backbone and the FPN see each image as if it
         were alone (zeros beyond its own padded size); see `padding.py`.
@@ -307,13 +424,24 @@ class Glipv2Model(Glipv2PreTrainedModel):
             return self.fpn(tuple(self.vision_backbone(pixel_values).feature_maps))
         with backbone_sees_each_image_alone(self.vision_backbone, own_sizes, tuple(pixel_values.shape[-2:])):
             maps = tuple(self.vision_backbone(pixel_values).feature_maps)
-        strides, device = self.config.anchor_strides, pixel_values.device
+        strides, device = list(self.config.anchor_strides), pixel_values.device
+        fine_stride = strides[0] // 2  # P2
+        map_strides = [fine_stride] + strides[: len(maps) - 1] if self.fpn.has_fine_level else strides[: len(maps)]
         shapes = [tuple(feature.shape[-2:]) for feature in maps]
-        padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides[: len(maps)], device)
+        padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, map_strides, device)
         maps = tuple(zero_outside(feature, mask) for feature, mask in zip(maps, padding.masks))
-        for _ in range(self.config.num_feature_levels - len(maps)):  # stride-2 convolutions: ceil(size / 2)
+        fine = [shapes.pop(0)] if self.fpn.has_fine_level else []
+        for _ in range(self.config.num_feature_levels - len(shapes)):  # stride-2 convolutions: ceil(size / 2)
             shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
-        return self.fpn(maps, Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides, device))
+        level_strides = strides[: len(shapes)] + [fine_stride] * len(fine)
+        return self.fpn(maps, Glipv2PaddingMasks.for_levels(own_sizes, shapes + fine, level_strides, device))
+
+    def split_levels(
+        self, image_features: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+        """[`encode_image`] output -> (P3..P7, P2 or None)."""
+        levels = self.config.num_feature_levels
+        return tuple(image_features[:levels]), (image_features[levels] if len(image_features) > levels else None)
 
     def encode_text(
         self,
@@ -381,7 +509,7 @@ class Glipv2Model(Glipv2PreTrainedModel):
         text_features, _ = _broadcast_batch("text", text_features, "images", image_features[0])
         attention_mask, _ = _broadcast_batch("attention_mask", attention_mask, "images", image_features[0])
         batch = text_features.shape[0]
-        image_features = tuple(f.expand(batch, *f.shape[1:]) for f in image_features)
+        image_features, mask_features = self.split_levels(tuple(f.expand(batch, *f.shape[1:]) for f in image_features))
         padding = None
         if own_sizes is not None and image_features[0].shape[0] == len(own_sizes):
             shapes = [tuple(feature.shape[-2:]) for feature in image_features]
@@ -394,7 +522,7 @@ class Glipv2Model(Glipv2PreTrainedModel):
             stride = self.config.anchor_strides[0]
             height, width = image_features[0].shape[-2:]
             image_sizes = torch.tensor([[height * stride, width * stride]], device=text_fused.device).expand(batch, 2)
-        spatial_shapes = torch.tensor([list(f.shape[-2:]) for f in vision_fused], device=text_fused.device)
+        spatial_shapes = spatial_shapes_tensor(vision_fused, text_fused.device)
         output = Glipv2ModelOutput(
             vision_features=vision_fused,
             text_features=text_fused,
@@ -404,12 +532,14 @@ class Glipv2Model(Glipv2PreTrainedModel):
             pre_fusion_vision_features=image_features,
             pre_fusion_text_features=text_features,
             vision_masks=padding.masks if padding is not None else None,
+            mask_features=mask_features,
         )
         return return_output(output, return_dict)
 
 
 __all__ = [
     "WORD_EMBEDDINGS",
+    "apply_gradient_checkpointing",
     "Glipv2Model",
     "Glipv2ModelOutput",
     "Glipv2PreTrainedModel",

@@ -56,7 +56,7 @@ def encode_image_memory(model: Glipv2Model, pixel_values: torch.Tensor) -> torch
     Image positions attend only image positions, so every fusion layer's image input is text-independent
     ([`Glipv2DeepFusion.image_side`]): computed once per image, attended by every generation step.
     """
-    return model.fusion.image_side(model.encode_image(pixel_values))
+    return model.fusion.image_side(model.split_levels(model.encode_image(pixel_values))[0])
 
 
 def causal_text_features(

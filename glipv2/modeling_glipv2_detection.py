@@ -23,6 +23,7 @@ from .box_ops import (
     xyxy_to_normalized_cxcywh,
 )
 from .configuration_glipv2 import Glipv2Config
+from .fusion import spatial_shapes_tensor
 from .heads import PADDED_TOKEN_LOGIT, build_head
 from .loss import DEFAULT_GROUNDING_LOSS_WEIGHTS, Glipv2GroundingLoss
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel, return_output
@@ -126,7 +127,7 @@ class Glipv2GroundingMixin:
             outside = ~torch.cat([mask.flatten(1) for mask in outputs.vision_masks], dim=1)
             logits = logits.masked_fill(outside[..., None], PADDED_TOKEN_LOGIT)
         shapes = [tuple(f.shape[-2:]) for f in vision_features]
-        spatial_shapes = torch.tensor(shapes, device=logits.device)
+        spatial_shapes = spatial_shapes_tensor(vision_features, logits.device)
         # From the Python shapes, not the tensor: no device-to-host read (a graph break under torch.compile).
         anchors = self.anchors(shapes, device=logits.device).to(box_regression.dtype)
         decoded = inclusive_to_continuous(self.box_coder.decode(box_regression, anchors))
@@ -332,6 +333,7 @@ class Glipv2ForObjectDetection(Glipv2ForGrounding):
             run.boxes.append(predictions.pred_boxes)
             run.centerness.append(predictions.centerness)
             run.features.append(outputs.vision_features)
+            run.mask_features = outputs.mask_features
             if labels is not None:
                 chunk_labels = [
                     {**label, "positive_map": (weights[label["class_labels"]] > 0).float()} for label in labels
@@ -364,6 +366,7 @@ class Glipv2ChunkedPredictions:
     boxes: list[torch.Tensor] = field(default_factory=list)
     centerness: list[torch.Tensor] = field(default_factory=list)
     features: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    mask_features: torch.Tensor | None = None  # P2 (`config.use_mask_head`): the same for every chunk
     loss_parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = field(default_factory=list)
     spatial_shapes: torch.Tensor | None = None
     image_sizes: torch.Tensor | None = None

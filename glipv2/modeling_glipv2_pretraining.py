@@ -24,7 +24,7 @@ from .loss import (
 from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
 from .modeling_glipv2_captioning import causal_text_features, encode_image_memory
 from .modeling_glipv2_detection import Glipv2GroundingMixin, Glipv2GroundingPredictions, targets_to_pixels
-from .modeling_glipv2_segmentation import Glipv2MaskMixin
+from .modeling_glipv2_segmentation import Glipv2MaskMixin, mask_inputs_of
 
 
 @dataclass
@@ -216,7 +216,7 @@ class Glipv2ForPreTraining(Glipv2MaskMixin, Glipv2GroundingMixin, Glipv2PreTrain
             losses.update(self.grounding_loss(labels, predictions)[1])
             losses["loss_region_word"] = self._region_word_loss(labels, outputs, predictions)
             if self.config.use_mask_head:
-                masks = self.mask_training_loss(labels, outputs.vision_features, outputs.image_sizes)
+                masks = self.mask_training_loss(labels, mask_inputs_of(outputs), outputs.image_sizes)
                 if masks is not None:
                     losses["loss_mask"] = masks
         mlm_logits = self.mlm_head(outputs.text_features) if mlm_labels is not None else None

@@ -21,7 +21,7 @@ import torch
 
 from .box_ops import cxcywh_to_xyxy
 from .configuration_glipv2 import Glipv2Config
-from .heads import build_head
+from .heads import build_head, mask_inputs
 from .loss import jitter_boxes, mask_loss, mask_targets
 from .modeling_glipv2 import return_output
 from .modeling_glipv2_detection import Glipv2ForGrounding, Glipv2ForObjectDetection, Glipv2GroundingOutput
@@ -72,12 +72,13 @@ class Glipv2MaskMixin:
     def mask_training_loss(
         self,
         labels: list[dict[str, torch.Tensor]],
-        vision_features: tuple[torch.Tensor, ...],
+        features: tuple[torch.Tensor, torch.Tensor],
         image_sizes: torch.Tensor,
     ) -> torch.Tensor | None:
         """Mask R-CNN's mask loss over the boxes of the images whose labels carry `masks` (`(N, H, W)` 0/1 at the
         image's size in the model input, one per box); None when no label does. In training the boxes are jittered
-        ([`jitter_boxes`]); with `config.mask_loss_to_backbone` False the loss trains the mask head alone."""
+        ([`jitter_boxes`]); with `config.mask_loss_to_backbone` False the loss trains the mask head and P2's own
+        convolutions, not the shared backbone."""
         boxes, targets = [], []
         resolution = 2 * self.config.mask_roi_size
         for index, label in enumerate(labels):
@@ -106,16 +107,16 @@ class Glipv2MaskMixin:
             targets.append(mask_targets(masks.to(pixel_boxes.device), pixel_boxes, resolution))
         if not targets:
             return None
-        if not self.config.mask_loss_to_backbone:
-            vision_features = tuple(level.detach() for level in vision_features)
-        logits = self.mask_head(vision_features, boxes, image_sizes)
+        if not self.config.mask_loss_to_backbone:  # P2 is built from detached inputs (Glipv2FeaturePyramid)
+            features = (features[0].detach(), features[1])
+        logits = self.mask_head(features, boxes, image_sizes)
         return mask_loss(logits, torch.cat(targets))
 
     def candidate_masks(
         self,
         scores: torch.Tensor,
         pred_boxes: torch.Tensor,
-        vision_features: tuple[torch.Tensor, ...],
+        features: tuple[torch.Tensor, torch.Tensor],
         image_sizes: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks of the `config.mask_candidates` best anchors of each image.
@@ -123,7 +124,7 @@ class Glipv2MaskMixin:
         Args:
             scores: `(B, A)` anchor confidence (token or label probability x centerness).
             pred_boxes: `(B, A, 4)` normalised cxcywh boxes.
-            vision_features: the fused levels the boxes are pooled from.
+            features: the mask head's input ([`mask_inputs`]).
             image_sizes: `(B, 2)` unpadded input sizes.
 
         Returns:
@@ -135,8 +136,13 @@ class Glipv2MaskMixin:
         boxes = [
             _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True) for index in range(batch)
         ]
-        logits = self.mask_head(vision_features, boxes, image_sizes)
+        logits = self.mask_head(features, boxes, image_sizes)
         return logits.view(batch, count, *logits.shape[-2:]), indices
+
+
+def mask_inputs_of(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask head's input ([`mask_inputs`]) from a [`Glipv2ModelOutput`]."""
+    return mask_inputs(outputs.vision_features, outputs.mask_features)
 
 
 def _anchor_confidence(
@@ -191,14 +197,14 @@ class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
         loss = loss_dict = pred_masks = anchor_indices = None
         if labels is not None:
             loss, loss_dict = self.grounding_loss(labels, predictions)
-            masks = self.mask_training_loss(labels, outputs.vision_features, outputs.image_sizes)
+            masks = self.mask_training_loss(labels, mask_inputs_of(outputs), outputs.image_sizes)
             if masks is not None:
                 loss_dict["loss_mask"] = masks
                 loss = loss + self.loss_weights.get("loss_mask", MASK_LOSS_WEIGHT) * masks
         else:
             confidence = _anchor_confidence(predictions.logits, predictions.centerness, outputs.text_attention_mask)
             pred_masks, anchor_indices = self.candidate_masks(
-                confidence, predictions.pred_boxes, outputs.vision_features, outputs.image_sizes
+                confidence, predictions.pred_boxes, mask_inputs_of(outputs), outputs.image_sizes
             )
         if input_ids is not None:
             input_ids = input_ids.expand(predictions.logits.shape[0], -1)
@@ -244,7 +250,10 @@ class Glipv2ForSegmentation(Glipv2MaskMixin, Glipv2ForObjectDetection):
         chunks = self.run_chunks(pixel_values, pixel_mask, labels)
         output = Glipv2SegmentationOutput(**chunks.grounding_output())
         if labels is not None:
-            parts = [self.mask_training_loss(labels, features, chunks.image_sizes) for features in chunks.features]
+            parts = [
+                self.mask_training_loss(labels, mask_inputs(features, chunks.mask_features), chunks.image_sizes)
+                for features in chunks.features
+            ]
             parts = [part for part in parts if part is not None]
             if parts:
                 masks = sum(parts) / len(parts)
@@ -280,7 +289,8 @@ class Glipv2ForSegmentation(Glipv2MaskMixin, Glipv2ForObjectDetection):
                 _pixel_boxes(boxes[index, anchors[index][in_chunk[index]]], chunks.image_sizes[index], clip=True)
                 for index in range(len(indices))
             ]
-            logits = self.mask_head(features, per_image, chunks.image_sizes).to(masks.dtype)
+            inputs = mask_inputs(features, chunks.mask_features)
+            logits = self.mask_head(inputs, per_image, chunks.image_sizes).to(masks.dtype)
             masks[in_chunk] = logits
         return masks, indices
 
@@ -290,4 +300,5 @@ __all__ = [
     "Glipv2ForSegmentation",
     "Glipv2MaskMixin",
     "Glipv2SegmentationOutput",
+    "mask_inputs_of",
 ]

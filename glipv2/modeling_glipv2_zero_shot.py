@@ -163,7 +163,8 @@ class Glipv2ForZeroShotImageClassification(Glipv2PreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, 3, H, W)` -> `(B, projection_dim)` L2-normalised image embeddings."""
-        return self.contrastive_head.embed_image(self.model.encode_image(pixel_values, pixel_mask), pixel_mask)
+        levels, _ = self.model.split_levels(self.model.encode_image(pixel_values, pixel_mask))
+        return self.contrastive_head.embed_image(levels, pixel_mask)
 
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any

@@ -33,6 +33,10 @@ TARGETS = {
     ("val", "captioning", "CIDEr"): 1.5,
     ("val_unseen", "detection", "AP50"): 0.5,
     ("val", "self_training", "box_recall"): 0.8,
+    ("val", "instance_segmentation", "AP50"): 0.9,
+    ("val", "instance_segmentation", "AP"): 0.7,
+    ("val", "referring_segmentation", "mIoU"): 0.8,
+    ("val_unseen", "instance_segmentation", "AP50"): 0.5,
 }
 # Held-out splits of the synthetic data: every trained task on `val`, detection (and instance segmentation, when a
 # recipe trains it) also on pairs never seen.

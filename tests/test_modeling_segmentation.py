@@ -90,15 +90,24 @@ def test_jitter_moves_each_side_by_at_most_its_share() -> None:
         assert (moved[:, 2:] - moved[:, :2] >= 1.0 - 1e-6).all()
 
 
-def test_mask_head_pools_each_box_from_its_fpn_level() -> None:
-    head = Glipv2MaskHead(hidden_size=4, num_convs=0, roi_size=2, strides=(8, 16, 32, 64, 128))
-    boxes = torch.tensor([[0.0, 0.0, 56.0, 56.0], [0.0, 0.0, 112.0, 112.0], [0, 0, 224.0, 224.0], [0, 0, 900.0, 900]])
-    # FPN's rule floor(4 + log2(sqrt(wh) / 224)) on levels P3.. (index 0 = stride 8), clamped to strides 8..32
-    assert head.levels(boxes).tolist() == [0, 0, 1, 2]
-    # constant features per level: RoIAlign returns the level's value
-    features = tuple(torch.full((1, 4, 64 // 2**i, 64 // 2**i), float(i + 1)) for i in range(5))
-    pooled = head.pool(features, [boxes[:3]])
-    assert pooled[:, 0, 0, 0].tolist() == [1.0, 1.0, 2.0]
+def test_mask_head_pools_every_box_from_the_stride_4_map() -> None:
+    head = Glipv2MaskHead(hidden_size=1, num_convs=0, roi_size=2, stride=4)
+    with torch.no_grad():  # the merging convolution passes its input through
+        head.merge.weight.zero_()
+        head.merge.weight[0, 0, 1, 1] = 1.0
+        head.merge.bias.zero_()
+    # P2 holds each cell's column index, the fused P3 (upsampled 2x) adds 10 on its second column of cells
+    fine = torch.arange(16.0).repeat(16, 1)[None, None]
+    fused = torch.zeros(1, 1, 8, 8)
+    fused[..., 1] = 10.0
+    # box x 8..24 px = map columns 1.5..5.5 (aligned): bins 1.5-3.5 and 3.5-5.5, samples at 2, 3 and 4, 5
+    pooled = head.pool((fused, fine), [torch.tensor([[8.0, 8.0, 24.0, 24.0]])])
+    assert pooled[0, 0, 0].tolist() == [2.5 + 10.0, 4.5]
+    # a box of a large object is pooled from the same map
+    large = head.pool((fused, fine), [torch.tensor([[0.0, 0.0, 64.0, 64.0]])])
+    assert large.shape == (1, 1, 2, 2)
+    with pytest.raises(ValueError, match="P2"):
+        head.pool((fused, None), [torch.tensor([[8.0, 8.0, 24.0, 24.0]])])
 
 
 def _hand_made_outputs() -> Glipv2SegmentationOutput:
@@ -376,7 +385,15 @@ def test_all_heads_class_trains_the_mask_head_and_serves_instance_segmentation(t
         Glipv2ForInstanceSegmentation.from_pretrained(tmp_path / "plain")
     fresh = Glipv2ForInstanceSegmentation.from_pretrained(tmp_path / "plain", use_mask_head=True)
     fresh_state, plain_state = fresh.state_dict(), plain.state_dict()
-    shared = [key for key in fresh_state if not key.startswith("mask_head.")]
+    # every weight of the checkpoint is loaded; the new ones are the mask head's and P2's (the FPN's stride-4 level
+    # and the norm Swin puts on each map it outputs)
+    new = {key.rsplit(".", 1)[0] for key in fresh_state if key not in plain_state}
+    assert {key for key in new if not key.startswith("mask_head.")} == {
+        "model.fpn.fine_lateral_conv",
+        "model.fpn.fine_output_conv",
+        "model.vision_backbone.hidden_states_norms.stage1",
+    }
+    shared = [key for key in fresh_state if key in plain_state]
     assert shared and all(torch.equal(fresh_state[key], plain_state[key]) for key in shared)
 
 
@@ -412,8 +429,10 @@ def test_mask_loss_to_backbone_switch(trained: dict, to_backbone: bool) -> None:
     out = model(**{k: v for k, v in encoding.items() if k != "labels"}, labels=encoding["labels"])
     out.loss_dict["loss_mask"].backward()
     assert model.mask_head.predictor.weight.grad.abs().sum() > 0
-    backbone = [p.grad for p in model.model.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-    assert bool(backbone) is to_backbone  # the shared weights learn from masks only when asked
+    learned = {name for name, p in model.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    own = {name for name in learned if name.startswith("fpn.fine_")}  # P2's own convolutions: always trained
+    assert own == {f"fpn.fine_{conv}_conv.{kind}" for conv in ("lateral", "output") for kind in ("weight", "bias")}
+    assert bool(learned - own) is to_backbone  # the shared weights learn from masks only when asked
 
 
 def test_a_bfloat16_model_segments() -> None:

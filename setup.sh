@@ -11,7 +11,16 @@ VPY=.venv/bin/python
 if ! "$VPY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
   "$VPY" -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 fi
-"$VPY" -m pip install -q --disable-pip-version-check -e ".[train,dev]"
+"$VPY" -m pip install -q --disable-pip-version-check -e ".[train,dev,deploy]"
+# Debian's chromium and its driver for the web demo's browser test (tests/test_app.py), where we may install them.
+if [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } ||
+      echo "setup.sh: installing chromium chromium-driver failed; the browser test will skip"
+  else
+    echo "setup.sh: /usr/bin/chromedriver is missing (needs root and apt-get: chromium chromium-driver); the browser test will skip"
+  fi
+fi
 # The repository root on the environment's sys.path (a .pth file), so that `python scripts/X.py` imports the
 # repository-local `tasks` package without installing it into site-packages.
 "$VPY" -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'glipv2-repository.pth'), 'w').write(os.getcwd() + '\n')"

@@ -13,6 +13,12 @@ Everything runs in one process, on the same device and threads, with random weig
   counted by torch, over the step time, against the measured bf16 / fp32 matmul peak);
 - bf16 against fp32 top detections on a trained demo model when one is given (`--trained-model`).
 
+`--onnx` times eager PyTorch against onnxruntime fp32 and int8 (GLIP-T, 640x640, 80 labels, batch 1, same threads;
+`tasks/benchmark/onnx.py`) and prints the ratios of the ONNX goals.
+
+`--train-memory` measures the CPU peak memory of a GLIP-T training step (batch 2, 512x512) with activation
+checkpointing off and on, each in its own subprocess, and the gradients' agreement (`tasks/benchmark/train_memory.py`).
+
 It writes JSON (`--output`) and a markdown report (`--markdown`, `docs/benchmarks.md`), and prints the ratios of
 the performance goals (`tasks/benchmark/report.py`). `--smoke` runs tiny-random configs on tiny images with one
 repetition (CI).
@@ -20,6 +26,8 @@ repetition (CI).
     python scripts/benchmark.py --output benchmark.json
     python scripts/benchmark.py --smoke --output /tmp/smoke.json --markdown /tmp/smoke.md
     python scripts/benchmark.py --device cuda --output benchmark_cuda.json --markdown docs/benchmarks_cuda.md
+    python scripts/benchmark.py --onnx --threads 1 --output onnx_benchmark.json   # [--smoke] [--ort-optimization]
+    python scripts/benchmark.py --train-memory --output train_memory.json   # [--smoke]
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ import torch  # noqa: E402
 
 from tasks.benchmark.batching import run_batching  # noqa: E402
 from tasks.benchmark.measure import load_average, run_benchmark, run_bf16_check  # noqa: E402
+from tasks.benchmark.onnx import onnx_report, run_onnx_benchmark  # noqa: E402
 from tasks.benchmark.report import batching_report, format_value, goal_table, markdown_report, write_markdown  # noqa: E402
 from tasks.benchmark.settings import DEFAULT_TRAINED_MODEL, Settings  # noqa: E402
+from tasks.benchmark.train_memory import run_train_memory, train_memory_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +91,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only batch consistency: an image's detections in a batch of several sizes against alone "
         "(the trained demo model on synthetic scenes, GLIP-T on photographs); writes docs/batching.md",
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="only eager PyTorch vs onnxruntime fp32 vs int8 on the CPU (GLIP-T, 640x640, 80 labels, batch 1)",
+    )
+    parser.add_argument(
+        "--ort-optimization",
+        default="all",
+        choices=("disable", "basic", "extended", "all"),
+        help="--onnx: onnxruntime graph optimisation level",
+    )
+    parser.add_argument("--onnx-dir", default=None, help="--onnx: keep the exported files in this folder")
+    parser.add_argument(
+        "--train-memory",
+        action="store_true",
+        help="only CPU peak memory of a GLIP-T training step (batch 2, 512x512) with activation checkpointing off "
+        "vs on (a subprocess each) and their gradient agreement",
+    )
     parser.add_argument("--output", default="benchmark.json", help="JSON results")
     parser.add_argument("--markdown", default=None, help="markdown report (default: docs/benchmarks.md, full runs)")
     return parser.parse_args(argv)
@@ -111,6 +139,24 @@ def main(argv: list[str] | None = None) -> int:
             "threads, OpenMP barriers wait on descheduled threads and times blow up: consider --threads 1.",
             file=sys.stderr,
         )
+    if args.train_memory:
+        if settings.device.type != "cpu":
+            print("--train-memory measures CPU resident memory: use --device cpu.", file=sys.stderr)
+            return 1
+        results = run_train_memory(args.smoke, threads=args.threads, tokenizer=args.tokenizer)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(train_memory_report(results))
+        return 0 if results["gradient_goal_met"] and math.isfinite(results["peak_ratio"]) else 1
+    if args.onnx:
+        if settings.device.type != "cpu":
+            print("--onnx measures onnxruntime on the CPU: use --device cpu.", file=sys.stderr)
+            return 1
+        results = run_onnx_benchmark(settings, optimization=args.ort_optimization, keep_dir=args.onnx_dir)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(onnx_report(results))
+        return 0 if all(math.isfinite(v) for v in results["ratios"].values()) else 1
     if args.batching:
         results = run_batching(settings)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Deployment on the training side: exported (ONNX) models evaluated with the tasks' own evaluation loop."""

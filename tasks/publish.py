@@ -9,6 +9,8 @@ usage, tags and `model-index` entries (`tasks.spec.HubCard`), so a new task need
   `model-index` built from metrics JSON files (`scripts/evaluate_model.py` output or `{task: {metric: value}}`).
 - [`stage_folder`] / [`push_folder`] / [`publish`]: copy what is uploaded into a staging folder with its card, then
   `HfApi.upload_folder`.
+- [`write_space`] / [`push_space`]: a Gradio Space for a model repository (the web demo of `tasks/app.py` loading
+  it, `requirements.txt`, a `README.md` with the Spaces metadata), uploaded with `repo_type="space"`.
 
 The token is never an argument here: `huggingface_hub` reads `HF_TOKEN` or the stored login itself.
 """
@@ -30,6 +32,35 @@ from tasks.common import read_json
 from tasks.registry import TASKS, get_task
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "glipv2_model_card.md.j2"
+# The web demo and its drawing helper: a Space runs copies of them (they import nothing else of the repository).
+SPACE_MODULES = ("app.py", "visualize.py")
+# The thumbnail colours a Space may name (Hub Spaces configuration reference).
+SPACE_COLOURS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+SPACE_APP = '''"""Gradio Space: every task of the GLIPv2 model {model_repo} on one page.
+
+Written by glipv2's `scripts/push_to_hub.py --space`; the app is glipv2's `tasks/app.py`, which loads the model with
+its own code (`trust_remote_code`: glipv2 is not installed here).
+"""
+
+import sys
+
+from tasks.app import main
+
+MODEL = "{model_repo}"
+
+if __name__ == "__main__":
+    sys.exit(main(["--model", MODEL, "--trust-remote-code", *sys.argv[1:]]))
+'''
+SPACE_BODY = """
+# {title}
+
+A web demo of every task of the GLIPv2 model [{model_repo}](https://huggingface.co/{model_repo}): open-vocabulary
+detection, phrase grounding, visual question answering, captioning, zero-shot image classification, instance
+segmentation and referring segmentation, one tab each. A task the model cannot serve (its head is missing) says why.
+
+The model runs through its transformers pipelines with its own code (`trust_remote_code=True`). Run the same page
+locally with glipv2's `python scripts/app.py --model {model_repo} --trust-remote-code`.
+"""
 
 # What a model repository holds; anything else in the folder (checkpoints, optimizer states, logs) stays local.
 UPLOAD_PATTERNS = (
@@ -374,7 +405,95 @@ def publish(
         return sized, push_folder(staging, repo_id, private, revision, commit_message)
 
 
+def space_requirements() -> list[str]:
+    """The Space's `requirements.txt` lines: glipv2's own runtime requirements (what the model's code imports;
+    Gradio itself comes with the Space's `sdk_version`)."""
+    from importlib.metadata import requires
+
+    return [requirement for requirement in requires("glipv2") or [] if "extra ==" not in requirement]
+
+
+def render_space_card(
+    model_repo: str,
+    title: str | None = None,
+    emoji: str = "\U0001f50e",
+    colours: tuple[str, str] = ("blue", "green"),
+    license: str = "mit",  # noqa: A002
+    sdk_version: str | None = None,
+) -> str:
+    """The Space's `README.md`: the Spaces YAML metadata (`sdk: gradio`, `sdk_version`, `app_file`,
+    `models: [model_repo]`, title, emoji, thumbnail colours) and a description. `sdk_version` defaults to the
+    installed Gradio, the one the app is tested with."""
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    if not all(colour in SPACE_COLOURS for colour in colours):
+        raise ValueError(f"Space colours must be among {SPACE_COLOURS}, not {colours}.")
+    if sdk_version is None:
+        import gradio
+
+        sdk_version = gradio.__version__
+    title = title or model_repo.split("/")[-1]
+    data = SpaceCardData(
+        title=title,
+        sdk="gradio",
+        sdk_version=sdk_version,
+        app_file="app.py",
+        models=[model_repo],
+        license=license,
+        tags=["glipv2", "vision-language"],
+        emoji=emoji,
+        colorFrom=colours[0],
+        colorTo=colours[1],
+        pinned=False,
+        short_description="GLIPv2: detection, grounding, VQA, captions, masks",
+    )
+    return str(SpaceCard(f"---\n{data.to_yaml()}\n---\n" + SPACE_BODY.format(title=title, model_repo=model_repo)))
+
+
+def write_space(space_dir: str | os.PathLike, model_repo: str, **card_kwargs: Any) -> list[str]:
+    """Writes a Space-ready folder for the Hub model `model_repo` into `space_dir`: `app.py` (the web demo loading
+    the model), `tasks/` (copies of the app module and its drawing helper), `requirements.txt` and `README.md`
+    ([`render_space_card`]). Returns the written relative paths, sorted."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", model_repo):
+        raise ValueError(f"{model_repo!r} is not a Hub repository id (namespace/name).")
+    folder = Path(space_dir)
+    (folder / "tasks").mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(SPACE_APP.format(model_repo=model_repo), encoding="utf-8")
+    (folder / "tasks" / "__init__.py").write_text(
+        '"""Copies of glipv2\'s web demo (`tasks/app.py`) and its drawing helper (`tasks/visualize.py`)."""\n',
+        encoding="utf-8",
+    )
+    for name in SPACE_MODULES:
+        shutil.copyfile(Path(__file__).resolve().parent / name, folder / "tasks" / name)
+    (folder / "requirements.txt").write_text("\n".join(space_requirements()) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(render_space_card(model_repo, **card_kwargs), encoding="utf-8")
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def push_space(
+    space_dir: str | os.PathLike,
+    space_id: str,
+    private: bool = False,
+    commit_message: str = "Upload GLIPv2 web demo",
+    endpoint: str | None = None,
+) -> Any:
+    """Creates the Gradio Space `space_id` if needed and uploads a folder written by [`write_space`] in one commit;
+    returns the `CommitInfo`."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint)
+    api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=space_id,
+        repo_type="space",
+        folder_path=str(space_dir),
+        commit_message=commit_message,
+        allow_patterns=["*.py", "tasks/*.py", "requirements.txt", "README.md"],
+    )
+
+
 __all__ = [
+    "SPACE_COLOURS",
     "UPLOAD_PATTERNS",
     "card_rows",
     "eval_results",
@@ -384,9 +503,13 @@ __all__ = [
     "prepare_for_hub",
     "publish",
     "push_folder",
+    "push_space",
     "render_model_card",
+    "render_space_card",
+    "space_requirements",
     "stage_folder",
     "supported_classes",
     "weight_names",
     "write_model_card",
+    "write_space",
 ]

@@ -1,8 +1,10 @@
-"""Drawing detections and masks: the one helper behind the demo report's pictures.
+"""Drawing detections and masks: the one helper behind the demo report's pictures and the web demo's
+(`tasks/app.py`).
 
-Labels are readable at any image size: white text on a filled tag in the box's colour, the font scaled with the
-image, tags kept inside the image and moved down when they would cover an earlier tag. Each label gets its own
-colour from a fixed palette.
+Labels are readable at any image size: text on a filled tag in the box's colour (white, or black where white would
+be faint: WCAG contrast), the font scaled with the image, every box drawn before any tag so that no outline crosses a
+label, tags kept inside the image (a label too long for it is shortened with an ellipsis) and moved off the tags
+already placed. Each label gets its own colour from a fixed palette.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-# Tableau 10: distinct, readable behind white text.
+# Tableau 10: distinct colours.
 PALETTE = (
     (31, 119, 180),
     (214, 39, 40),
@@ -28,6 +30,10 @@ PALETTE = (
 )
 # Small images are enlarged first so that labels stay legible.
 MIN_SIDE = 384
+# WCAG 2 contrast ratio for large text (AA): below it, white text on a tag is too faint and black is used.
+MIN_CONTRAST = 3.0
+
+Box = tuple[float, float, float, float]
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -35,6 +41,47 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one bitmap size
         return ImageFont.load_default()
+
+
+def _luminance(colour: tuple[int, int, int]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour."""
+    linear = [(c / 255 / 12.92) if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in colour]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """White, or black where white's contrast ratio on `background` is below [`MIN_CONTRAST`]."""
+    return (255, 255, 255) if 1.05 / (_luminance(background) + 0.05) >= MIN_CONTRAST else (0, 0, 0)
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_tag(box: Box, size: tuple[float, float], image_size: tuple[int, int], placed: list[Box]) -> Box:
+    """Where a tag of `size` (width, height) goes for `box` (xyxy): above the box's top-left corner (inside the box
+    when there is no room above), inside the image, then moved down (or, at the image's bottom, up) past the tags
+    already `placed` until it covers none of them (it stays put when no free place exists)."""
+    width, height = size
+    x = max(0.0, min(box[0], image_size[0] - width))
+    start = box[1] - height if box[1] - height >= 0 else box[1]
+    start = max(0.0, min(start, image_size[1] - height))
+    for step in (height, -height):
+        y = start
+        while 0 <= y <= image_size[1] - height:
+            if not any(_overlaps((x, y, x + width, y + height), other) for other in placed):
+                return (x, y, x + width, y + height)
+            y += step
+    return (x, start, x + width, start + height)
+
+
+def _fit(canvas: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: float) -> str:
+    """`text`, shortened with an ellipsis until it is at most `width` pixels wide."""
+    if canvas.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and canvas.textlength(text + "\u2026", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "\u2026"
 
 
 def draw_detections(image: Image.Image, detections: list[dict[str, Any]]) -> Image.Image:
@@ -56,26 +103,23 @@ def draw_detections(image: Image.Image, detections: list[dict[str, Any]]) -> Ima
     canvas = ImageDraw.Draw(image)
     font = _font(max(12, round(max(image.size) / 36)))
     width = max(2, round(max(image.size) / 250))
-    placed: list[tuple[float, float, float, float]] = []
+    boxes = []
     for detection in detections:
-        label = str(detection.get("label", ""))
-        colour = colours[label]
         box = detection.get("box") or _mask_box(detection.get("mask"))
-        if box is None:
-            continue
-        xy = [box["xmin"] * factor, box["ymin"] * factor, box["xmax"] * factor, box["ymax"] * factor]
-        canvas.rectangle(xy, outline=colour, width=width)
-        text = f"{label} {detection['score']:.2f}" if "score" in detection else label
+        if box is not None:
+            xy = (box["xmin"] * factor, box["ymin"] * factor, box["xmax"] * factor, box["ymax"] * factor)
+            boxes.append((detection, xy))
+            canvas.rectangle(xy, outline=colours[str(detection.get("label", ""))], width=width)
+    placed: list[Box] = []
+    for detection, xy in boxes:  # tags after every box: no outline is drawn across a label
+        label = str(detection.get("label", ""))
+        score = f" {detection['score']:.2f}" if "score" in detection else ""
+        text = _fit(canvas, label, font, image.width - 2 * width - canvas.textlength(score, font=font)) + score
         left, top, right, bottom = canvas.textbbox((0, 0), text, font=font)
-        tag_w, tag_h = right - left + 2 * width, bottom - top + 2 * width
-        x = min(max(xy[0], 0), image.width - tag_w)
-        y = xy[1] - tag_h if xy[1] - tag_h >= 0 else xy[1]
-        while any(x < p[2] and p[0] < x + tag_w and y < p[3] and p[1] < y + tag_h for p in placed):
-            y += tag_h  # below the tag it would cover
-        y = min(y, image.height - tag_h)
-        placed.append((x, y, x + tag_w, y + tag_h))
-        canvas.rectangle([x, y, x + tag_w, y + tag_h], fill=colour)
-        canvas.text((x + width - left, y + width - top), text, fill=(255, 255, 255), font=font)
+        tag = place_tag(xy, (right - left + 2 * width, bottom - top + 2 * width), image.size, placed)
+        placed.append(tag)
+        canvas.rectangle(tag, fill=colours[label])
+        canvas.text((tag[0] + width - left, tag[1] + width - top), text, fill=text_colour(colours[label]), font=font)
     return image
 
 
@@ -94,4 +138,4 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-__all__ = ["PALETTE", "draw_detections", "png_base64"]
+__all__ = ["MIN_SIDE", "PALETTE", "draw_detections", "place_tag", "png_base64", "text_colour"]

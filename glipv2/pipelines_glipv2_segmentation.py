@@ -2,7 +2,8 @@
 
 - `instance-segmentation` ([`Glipv2InstanceSegmentationPipeline`]): image + class names -> one mask per instance,
   `[{"score", "label", "box", "mask"}]` like transformers' `image-segmentation` pipeline (plus the box); label lists
-  longer than one prompt are split into chunks, as `open-vocabulary-detection` does.
+  longer than one prompt are split into chunks and the image backbone runs once ([`detect_labels`]), as
+  `open-vocabulary-detection` does.
 - `referring-segmentation` ([`Glipv2ReferringSegmentationPipeline`]): image + referring expression -> its mask.
 
 The closed-vocabulary model ([`Glipv2ForSegmentation`]) runs in transformers' `image-segmentation` pipeline
@@ -20,7 +21,8 @@ from PIL import Image
 from transformers import ImageSegmentationPipeline
 
 from .image_processing_glipv2 import get_image_size, open_image
-from .pipelines_glipv2 import Glipv2Pipeline, _box_dict, _is_glipv2
+from .pipelines_glipv2 import Glipv2Pipeline, Glipv2TextCache, _box_dict, _is_glipv2, detect_labels
+from .post_processing import paste_masks
 from .processing_glipv2 import preview
 
 
@@ -41,57 +43,52 @@ class Glipv2InstanceSegmentationPipeline(Glipv2Pipeline):
     detections of the labels among the model's mask candidates, each with its mask at the image's size.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.text_cache = Glipv2TextCache()  # the pipeline's weights are fixed: reuse encoded label lists
+
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
-        preprocess = {"candidate_labels": kwargs["candidate_labels"]} if "candidate_labels" in kwargs else {}
-        postprocess = {k: kwargs[k] for k in ("threshold", "mask_threshold", "top_k") if k in kwargs}
+        preprocess = {k: kwargs[k] for k in ("candidate_labels", "threshold", "top_k") if k in kwargs}
+        postprocess = {"mask_threshold": kwargs["mask_threshold"]} if "mask_threshold" in kwargs else {}
         return preprocess, {}, postprocess
 
-    def preprocess(self, image: Any, candidate_labels: list[str] | str | None = None) -> dict[str, Any]:
+    def preprocess(
+        self,
+        image: Any,
+        candidate_labels: list[str] | str | None = None,
+        threshold: float = 0.3,
+        top_k: int = 100,
+    ) -> dict[str, Any]:
         if isinstance(candidate_labels, str):
             candidate_labels = [label.strip() for label in candidate_labels.split(",")]
         if not candidate_labels:
             raise ValueError("candidate_labels is empty: give at least one class name to segment.")
         image, size = _load(self, image)
-        prompts = self.processor.build_prompts(list(candidate_labels), max_length=self.model.config.max_text_length)
-        chunks = []
-        for prompt in prompts:
-            inputs = self.processor(images=image, text=prompt.text, return_tensors="pt")
-            positive_map = self.processor.positive_map(prompt.text, [[span] for span in prompt.label_spans])
-            chunks.append({"inputs": dict(inputs), "positive_map": positive_map, "label_ids": prompt.label_ids})
-        return {"chunks": chunks, "labels": list(candidate_labels), "size": size}
+        return {"image": image, "labels": list(candidate_labels), "threshold": threshold, "top_k": top_k, "size": size}
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        for chunk in model_inputs["chunks"]:
-            chunk["outputs"] = self.model(**chunk.pop("inputs"))
-        return model_inputs
+        """[`detect_labels`]: the image backbone once, each prompt chunk's text encoded once per label list, the
+        detections among the mask candidates with their mask logits (pasted in `postprocess`)."""
+        (result,) = detect_labels(
+            self.model,
+            self.processor,
+            model_inputs["image"],
+            model_inputs["labels"],
+            model_inputs["threshold"],
+            model_inputs["top_k"],
+            text_cache=self.text_cache,
+            return_masks="logits",
+        )
+        return {"result": result, "size": model_inputs["size"]}
 
-    def postprocess(
-        self, model_outputs: dict[str, Any], threshold: float = 0.3, mask_threshold: float = 0.5, top_k: int = 100
-    ) -> list[dict[str, Any]]:
-        instances = []
-        for chunk in model_outputs["chunks"]:
-            outputs = chunk["outputs"]
-            positive_map = torch.nn.functional.pad(
-                chunk["positive_map"], (0, outputs.logits.shape[-1] - chunk["positive_map"].shape[1])
-            )
-            (result,) = self.image_processor.post_process_instance_segmentation(
-                outputs,
-                threshold=threshold,
-                mask_threshold=mask_threshold,
-                target_sizes=[model_outputs["size"]],
-                return_binary_maps=True,
-                top_k=top_k,
-                positive_maps=[positive_map.to(outputs.logits.device)],
-            )
-            for score, label, box, mask in zip(
-                result["scores"], result["labels"], result["boxes"], result["segmentation"]
-            ):
-                name = model_outputs["labels"][chunk["label_ids"][int(label)]]
-                instances.append(
-                    {"score": round(float(score), 4), "label": name, "box": _box_dict(box), "mask": _mask_image(mask)}
-                )
-        instances.sort(key=lambda instance: -instance["score"])
-        return instances[:top_k]
+    def postprocess(self, model_outputs: dict[str, Any], mask_threshold: float = 0.5) -> list[dict[str, Any]]:
+        result = model_outputs["result"]
+        height, width = model_outputs["size"]
+        masks = paste_masks(result["mask_logits"], result["boxes"], height, width) > mask_threshold
+        return [
+            {"score": round(float(score), 4), "label": label, "box": _box_dict(box), "mask": _mask_image(mask)}
+            for score, label, box, mask in zip(result["scores"], result["text_labels"], result["boxes"], masks)
+        ]
 
 
 class Glipv2ReferringSegmentationPipeline(Glipv2Pipeline):

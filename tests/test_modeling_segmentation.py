@@ -341,6 +341,39 @@ def test_pipelines_from_a_saved_folder(trained: dict) -> None:
         segment(image, candidate_labels=[])
 
 
+def test_instance_segmentation_pipeline_runs_the_backbone_once_for_many_chunks(trained: dict) -> None:
+    """Labels over several prompt chunks: one image-backbone pass (detect_labels), the same instances as the model
+    and the processor's post-processing give, chunk by chunk."""
+    image, _ = _scene()
+    segment = pipeline("instance-segmentation", model=str(trained["folder"]))
+    labels = LABELS + [f"shape number {index}" for index in range(100)]
+    prompts = segment.processor.build_prompts(labels, max_length=segment.model.config.max_text_length)
+    assert len(prompts) >= 2
+    calls = []
+    hook = segment.model.model.vision_backbone.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        instances = segment(image, candidate_labels=labels, threshold=0.3)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    expected = []
+    for prompt in prompts:  # the model on each chunk, post-processed by the processor
+        inputs = segment.processor(images=image, text=prompt.text)
+        with torch.no_grad():
+            outputs = segment.model(**inputs)
+        positive_map = segment.processor.positive_map(prompt.text, [[span] for span in prompt.label_spans])
+        positive_map = torch.nn.functional.pad(positive_map, (0, outputs.logits.shape[-1] - positive_map.shape[1]))
+        (result,) = segment.image_processor.post_process_instance_segmentation(
+            outputs, threshold=0.3, target_sizes=[(128, 128)], return_binary_maps=True, positive_maps=[positive_map]
+        )
+        for score, label, mask in zip(result["scores"], result["labels"], result["segmentation"]):
+            expected.append((round(float(score), 4), labels[prompt.label_ids[int(label)]], mask.numpy()))
+    expected = sorted(expected, key=lambda item: -item[0])[:100]  # the pipeline's top_k
+    assert [(i["score"], i["label"]) for i in instances] == [(score, label) for score, label, _ in expected]
+    for instance, (_, _, mask) in zip(instances, expected):
+        assert np.array_equal(np.asarray(instance["mask"]) > 0, mask)
+
+
 def test_stock_image_segmentation_pipeline_with_a_closed_vocabulary(trained: dict, tmp_path: Path) -> None:
     processor = trained["processor"]
     model = Glipv2ForSegmentation.from_pretrained(trained["folder"]).eval()

@@ -12,6 +12,7 @@ One loop serves `scripts/train.py`, `scripts/finetune_peft.py` and the demo. Det
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,13 +20,14 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ STATE_FILE = "trainer_state.json"
 
 class NonFiniteLossError(RuntimeError):
     """Raised after too many consecutive steps with a NaN/inf loss."""
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed or timed out in a multi-process run: another process (or its node) died or hangs."""
 
 
 class CheckpointError(RuntimeError):
@@ -108,6 +114,9 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per named loss part, e.g. {"loss_box": 2.0}
     report_to: str | None = "tensorboard"
     verify_replicas: bool = False  # after every step, check that all processes hold identical parameters
+    # seconds a collective waits for the other processes before failing: a node that hangs or vanishes without
+    # closing its connections (power loss, network partition) stops the run after this long instead of never
+    distributed_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         choices = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": ("cosine", "linear", "constant")}
@@ -265,7 +274,10 @@ class MultitaskTrainer:
             log_with=config.report_to,
             project_dir=config.output_dir,
             # each task uses only its own head (and HF's SwinBackbone keeps an unused final layernorm)
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(find_unused_parameters=True),
+                InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed_timeout)),
+            ],
         )
         check_launch(self.accelerator.distributed_type, self.accelerator.num_processes, self.accelerator.device)
         set_seed(config.seed)
@@ -356,6 +368,27 @@ class MultitaskTrainer:
             self._verify_replicas()
         record.update(loss=total, lr=self.scheduler.get_last_lr()[0], step=self.step)
         return record
+
+    @contextlib.contextmanager
+    def _peer_guard(self) -> Iterator[None]:
+        """Turns a failed collective of a multi-process run (in a step, an evaluation or a checkpoint's barriers)
+        into a :class:`PeerLostError` that says what happened and how to go on (gloo's own message is a socket
+        error: "Connection reset by peer")."""
+        try:
+            yield
+        except RuntimeError as error:
+            # NCCL and the c10d store raise DistError; gloo raises a bare RuntimeError naming its transport
+            collective = isinstance(error, torch.distributed.DistError) or "gloo" in str(error)
+            if self.accelerator.num_processes == 1 or not collective:
+                raise
+            complete = checkpoints_in(self.config.output_dir)
+            resume = f"The newest complete checkpoint is {complete[-1]}" if complete else "No checkpoint was written"
+            raise PeerLostError(
+                f"Process {self.accelerator.process_index} of {self.accelerator.num_processes} lost the others after "
+                f"step {self.step}: a collective failed or timed out (train.distributed_timeout="
+                f"{self.config.distributed_timeout:g}s), so another process or its node died, hangs or cannot be "
+                f"reached. {resume}; relaunch every node with --resume_from_checkpoint latest. Cause: {error}"
+            ) from error
 
     def _verify_replicas(self) -> None:
         """Raises if the processes' parameters differ (bitwise, through a float64 checksum per tensor)."""
@@ -461,6 +494,17 @@ class MultitaskTrainer:
         if config.report_to:
             accelerator.init_trackers("glipv2", config={"max_steps": config.max_steps, "seed": config.seed})
         bar = _progress_bar(config.max_steps, self.step, accelerator.is_main_process and progress)
+        with self._peer_guard():
+            self._train_loop(bar)
+        if bar is not None:
+            bar.close()
+        if config.report_to:
+            accelerator.end_training()
+        return self.history
+
+    def _train_loop(self, bar: Any) -> None:
+        """Steps (with logging, periodic evaluation and checkpoints) until `max_steps`."""
+        config, accelerator = self.config, self.accelerator
         started, samples, first_step = time.time(), 0, self.step
         while self.step < config.max_steps:
             record = self.train_step()
@@ -491,11 +535,6 @@ class MultitaskTrainer:
                     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.step)
             if config.save_every and self.step % config.save_every == 0:
                 self.save_checkpoint()
-        if bar is not None:
-            bar.close()
-        if config.report_to:
-            accelerator.end_training()
-        return self.history
 
 
 def summary_table(history: list[dict[str, float]], window: int = 20) -> str:

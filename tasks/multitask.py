@@ -87,6 +87,8 @@ def load_task_data(recipe: Recipe, split: str, reports: dict[str, SkipReport] | 
     summary); `data.verify_images` decodes every image up front.
     """
     ensure_data(recipe.data)
+    if recipe.data.shards and split == recipe.data.train_split:
+        return load_task_shards(recipe)
     options = {"skip_invalid": recipe.data.skip_invalid, "verify_images": recipe.data.verify_images}
     out = {}
     for task in recipe.tasks:
@@ -97,6 +99,22 @@ def load_task_data(recipe: Recipe, split: str, reports: dict[str, SkipReport] | 
         if reports is not None:
             reports[task.name] = report
     return out
+
+
+def load_task_shards(recipe: Recipe) -> dict[str, TaskData]:
+    """Each task's training shards, `<data.shards>/<task>` (records were checked when the shards were written).
+    `data.dir` and the tasks' `files` are then only what `scripts/write_shards.py --config` writes the shards from."""
+    from tasks.shards import load_shards
+
+    if recipe.data.max_samples:
+        raise ValueError(
+            f"data.max_samples ({recipe.data.max_samples}) does not apply to data.shards, which streams whole shard "
+            "folders: write shards of the records to train on instead."
+        )
+    return {
+        task.name: load_shards(os.path.join(recipe.data.shards, task.name), task.name, recipe.data.shuffle_buffer)
+        for task in recipe.tasks
+    }
 
 
 def load_eval_data(recipe: Recipe) -> dict[str, TaskData]:
@@ -263,6 +281,7 @@ __all__ = [
     "finish_training",
     "load_eval_data",
     "load_task_data",
+    "load_task_shards",
     "save_model",
     "task_files",
     "task_loss",

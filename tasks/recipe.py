@@ -70,6 +70,11 @@ class DataRecipe:
         verify_images: decode every image up front.
         train_min_sizes / train_max_size: GLIP's multi-scale training resize (official: 480-800, 1333).
         train_pad_size: pad every training batch to this square size (results then do not depend on batching).
+        shards: a folder of Parquet shards (`scripts/write_shards.py`): each task's training records stream from
+            `<shards>/<task name>` (`tasks.shards`), each process reading its own shards; `dir` and the tasks'
+            `files` are then what `scripts/write_shards.py --config` writes them from. Evaluation still reads `dir` /
+            `eval_files`.
+        shuffle_buffer: records in each process's shuffle buffer of a streamed task.
     """
 
     dir: str | None = None
@@ -85,6 +90,8 @@ class DataRecipe:
     train_min_sizes: list[int] | None = None
     train_max_size: int | None = None
     train_pad_size: int | None = None
+    shards: str | None = None
+    shuffle_buffer: int = 1000
 
 
 @dataclass

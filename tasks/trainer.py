@@ -255,6 +255,49 @@ class TaskSource:
     collator: Callable[[list[Any]], dict[str, Any]]
 
 
+def _complete_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """Gives every parameter AdamW's initial state (step 0, zero moments) where it has none yet: what AdamW itself
+    creates at a parameter's first gradient, so training is unchanged. A sharded optimizer checkpoint
+    (torch.distributed.checkpoint) is loaded into an optimizer whose every parameter has state, and fails on a key the
+    checkpoint lacks: a parameter no task has updated yet (an unused head, Swin's unused final norm)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.requires_grad and parameter not in optimizer.state:
+                state = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(parameter)}
+                state["exp_avg_sq"] = torch.zeros_like(parameter)
+                if group.get("amsgrad"):
+                    state["max_exp_avg_sq"] = torch.zeros_like(parameter)
+                optimizer.state[parameter] = state
+
+
+def _fsdp2_on_cpu(accelerator: Accelerator, environ: Any = None) -> bool:
+    """Gives CPU processes the FSDP2 an FSDP launch asked for. Accelerate sets up its FSDP plugin only on GPUs (and
+    falls back to DDP without a word on CPU), while torch's FSDP2 (`fully_shard`) runs on CPU over gloo; so when an
+    FSDP2 config launched several CPU processes, the plugin it describes (`FSDP_*` variables) is installed and
+    Accelerate's own FSDP2 code prepares, checkpoints and gathers the model. Returns whether it did."""
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    environ = os.environ if environ is None else environ
+    state = accelerator.state
+    if (
+        environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true"
+        or state.distributed_type != DistributedType.MULTI_CPU
+        or environ.get("FSDP_VERSION", "1") != "2"
+    ):
+        return False
+    state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    state.distributed_type = DistributedType.FSDP
+    # as Accelerate records its own choice: an AcceleratorState made later copies the partial state's
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    if accelerator.is_main_process:
+        logger.warning(
+            "FSDP2 on CPU: Accelerate's FSDP plugin from the launch config, over gloo, %d processes.",
+            accelerator.num_processes,
+        )
+    return True
+
+
 def check_launch(distributed_type: DistributedType, num_processes: int, device: Any, environ: Any = None) -> None:
     """Refuses a launch that would not train the way it was asked to: Accelerate falls back without a word when its
     FSDP or DeepSpeed plugin cannot run (on CPU, `accelerate launch --config_file configs/accelerate/fsdp.yaml`
@@ -265,8 +308,14 @@ def check_launch(distributed_type: DistributedType, num_processes: int, device: 
         if environ.get(f"ACCELERATE_USE_{plugin}", "false").lower() == "true" and distributed_type != expected:
             raise RuntimeError(
                 f"{plugin} was requested (ACCELERATE_USE_{plugin}=true, e.g. from an accelerate config) but "
-                f"Accelerate set up {distributed_type.value} on {device}: its {plugin} plugin needs GPUs. On CPU "
-                "use configs/accelerate/multi_cpu.yaml (DDP over gloo) or torchrun."
+                f"Accelerate set up {distributed_type.value} on {device}: "
+                + (
+                    "FSDP version 1 needs GPUs. On CPU set fsdp_version: 2 (as configs/accelerate/fsdp.yaml does; "
+                    "the trainer runs it over gloo), or use"
+                    if plugin == "FSDP"
+                    else "its DeepSpeed plugin needs GPUs. On CPU use"
+                )
+                + " configs/accelerate/multi_cpu.yaml (DDP over gloo) or torchrun."
             )
     world_size = int(environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and num_processes != world_size:
@@ -305,7 +354,19 @@ class MultitaskTrainer:
                 InitProcessGroupKwargs(timeout=timedelta(seconds=config.distributed_timeout)),
             ],
         )
+        if accelerator is None:
+            _fsdp2_on_cpu(self.accelerator)
         check_launch(self.accelerator.distributed_type, self.accelerator.num_processes, self.accelerator.device)
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            unsupported = {
+                "train.ema_decay (the average would hold each process's shard only)": config.ema_decay,
+                "a peft section (adapters are saved from the wrapped model)": hasattr(model, "peft_config"),
+            }
+            for what, used in unsupported.items():
+                if used:
+                    raise ValueError(
+                        f"FSDP does not support {what} yet: remove it or use DDP (configs/accelerate/multi_gpu.yaml)."
+                    )
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
@@ -390,7 +451,9 @@ class MultitaskTrainer:
             return self._skip_nonfinite()
         self.nonfinite_in_row = 0
         if self.config.max_grad_norm:
-            grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            # DeepSpeed clips inside its engine (its config's gradient_clipping) and may report no norm
+            grad_norm = float(norm) if norm is not None else 0.0
             if not math.isfinite(grad_norm):  # finite loss, overflowing gradients: skip the update as well
                 return self._skip_nonfinite()
             record["grad_norm"] = grad_norm
@@ -445,6 +508,25 @@ class MultitaskTrainer:
             )
         return None
 
+    # ------------------------------------------------------------------------------------------ the model
+    def consolidated_model(self) -> torch.nn.Module | None:
+        """The trained model as one plain module on the main process (None on the others); every process must call
+        it. Under FSDP and DeepSpeed the shards are gathered (`accelerator.get_state_dict`) into a new instance of the
+        model's own class, which `save_pretrained` writes as any model; otherwise it is the unwrapped model itself."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            return model if self.accelerator.is_main_process else None
+        state = self.accelerator.get_state_dict(self.model)  # DeepSpeed ZeRO-3: zero3_save_16bit_model: true
+        if not self.accelerator.is_main_process:
+            return None
+        from torch.distributed.fsdp import FSDPModule
+
+        # fully_shard re-classes the module as FSDP<Class>(FSDPModule, Class): build a plain Class
+        plain_class = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+        plain = plain_class(model.config)
+        plain.load_state_dict(state)
+        return plain.eval()
+
     # ------------------------------------------------------------------------------------------ checkpoints
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -469,13 +551,16 @@ class MultitaskTrainer:
             shutil.rmtree(temporary, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         try:
+            if self.accelerator.distributed_type == DistributedType.FSDP:
+                _complete_adamw_state(self.optimizer.optimizer)
             self.accelerator.save_state(temporary)
             own = {name: stream.state_dict() for name, stream in self.streams.items() if not _shared(stream)}
             if own:  # streamed data: every process's position is its own
                 os.makedirs(temporary, exist_ok=True)
                 with open(os.path.join(temporary, STREAM_STATE.format(rank=self.accelerator.process_index)), "w") as f:
                     json.dump(own, f)
-                self.accelerator.wait_for_everyone()
+            # every process has written its part (its RNG states, FSDP shards, stream positions) before the rename
+            self.accelerator.wait_for_everyone()
             if self.accelerator.is_main_process:
                 if self.ema is not None:
                     torch.save(self.ema.state_dict(), os.path.join(temporary, "ema.pt"))

@@ -112,3 +112,35 @@ def test_bf16_autocast_on_cuda_tracks_fp32() -> None:
     scale = fp32.pred_boxes.abs().max()
     assert (bf16.pred_boxes.float() - fp32.pred_boxes).abs().max() / scale < 0.02
     assert torch.corrcoef(torch.stack([bf16.logits.float().flatten(), fp32.logits.flatten()]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("config", ["fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_sharded_training_on_gpus_ends_in_a_consolidated_model(config: str, tmp_path) -> None:
+    """`scripts/train.py` through `accelerate launch` with FSDP2 / DeepSpeed ZeRO-2 / ZeRO-3 on every visible GPU
+    (bf16): it trains, and `<output_dir>/final` is a plain folder `from_pretrained` loads. Needs CUDA (and the
+    `deepspeed` package for DeepSpeed, not a default dependency)."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.tasks.test_trainer import REPO, TRAIN, _env, _history, _recipe
+
+    if config.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("DeepSpeed is not installed (pip install deepspeed)")
+    recipe = _recipe(tmp_path, "run", max_steps=6, per_device_batch_size=2, save_every=3, mixed_precision="bf16")
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file"]
+    sizes = ["--num_processes", str(torch.cuda.device_count())]
+    command = [
+        *launch,
+        str(REPO / "configs" / "accelerate" / f"{config}.yaml"),
+        *sizes,
+        TRAIN,
+        "--config",
+        str(recipe),
+    ]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert [record["step"] for record in _history(tmp_path / "run")] == list(range(1, 7))
+    model = Glipv2ForGrounding.from_pretrained(tmp_path / "run" / "final")
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -229,19 +229,38 @@ def test_periodic_evaluation_and_task_files_in_a_run(tmp_path: Path) -> None:
 
 
 def test_an_fsdp_launch_that_accelerate_cannot_honour_fails_loudly(tmp_path: Path) -> None:
-    """On CPU Accelerate ignores `configs/accelerate/fsdp.yaml` and falls back without a word (plain DDP for the
-    trainer's `Accelerator(cpu=True)`): the trainer refuses, naming the fallback and what to use instead. Accelerate's
-    FSDP plugin needs GPUs, so FSDP itself is not tested on CPU."""
+    """On CPU Accelerate ignores an FSDP config and falls back without a word (plain DDP for the trainer's
+    `Accelerator(cpu=True)`). FSDP2 the trainer runs on CPU itself (tests/tasks/test_fsdp.py); FSDP version 1 is
+    refused: by Accelerate's plugin (its default `sync_module_states`), else by the trainer, naming the fallback and
+    what to use instead."""
     recipe = _recipe(tmp_path, "fsdp", max_steps=2)
-    config = str(REPO / "configs" / "accelerate" / "fsdp.yaml")
+    config = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())
+    config["fsdp_config"]["fsdp_version"] = 1
+    fsdp1 = tmp_path / "fsdp1.yaml"
+    fsdp1.write_text(yaml.safe_dump(config))
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    command = [accelerate, "launch", "--config_file", config, "--num_processes", "2", TRAIN, "--config", str(recipe)]
+    command = [
+        accelerate,
+        "launch",
+        "--config_file",
+        str(fsdp1),
+        "--num_processes",
+        "2",
+        TRAIN,
+        "--config",
+        str(recipe),
+    ]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "FSDP parameter initialization with `sync_module_states=True` is not supported on cpu" in result.stderr
+    assert not (tmp_path / "fsdp" / "final").exists()
+    config["fsdp_config"].update(fsdp_sync_module_states=False, fsdp_cpu_ram_efficient_loading=False)
+    fsdp1.write_text(yaml.safe_dump(config))
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "FSDP was requested (ACCELERATE_USE_FSDP=true" in result.stderr
-    assert (
-        "Accelerate set up MULTI_CPU on cpu" in result.stderr and "configs/accelerate/multi_cpu.yaml" in result.stderr
-    )
+    assert "Accelerate set up MULTI_CPU on cpu" in result.stderr
+    assert "FSDP version 1 needs GPUs. On CPU set fsdp_version: 2" in result.stderr
     assert not (tmp_path / "fsdp" / "final").exists()
 
 

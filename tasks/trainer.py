@@ -110,6 +110,10 @@ class TrainConfig:
     decay_milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])
     decay_factor: float = 0.1
     max_grad_norm: float | None = 1.0
+    # AdamW's fused kernel (CPU and CUDA): one pass over all tensors. A demo training step on 2 CPU cores takes 0.64 s
+    # instead of 0.72 s (the default loop spends 120 ms on 30 M parameters, the fused kernel 20 ms). Off by default:
+    # it rounds differently, and the demo's targets were met with the default.
+    fused_optimizer: bool = False
     mixed_precision: str = "no"  # no | bf16 | fp16
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
@@ -370,7 +374,7 @@ class MultitaskTrainer:
         set_seed(config.seed)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable()
-        optimizer = torch.optim.AdamW(parameter_groups(model, config))
+        optimizer = torch.optim.AdamW(parameter_groups(model, config), fused=config.fused_optimizer or None)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,

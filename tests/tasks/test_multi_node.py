@@ -182,3 +182,38 @@ def test_a_killed_node_is_reported_and_the_run_resumes(workdir: Path, torchrun_n
     # the same 2-node run without the kill, bit for bit (each sum of two halves is exact whatever the order)
     assert_same_run(torchrun_nodes, output, STEPS)
     assert_same_training(workdir / "one", output)
+
+
+def test_a_hung_node_stops_the_others_after_the_timeout(workdir: Path) -> None:
+    """A node that stops answering without closing its connections (SIGSTOP: a frozen machine, a network partition)
+    is noticed by the others' workers after `train.distributed_timeout` seconds and reported as `PeerLostError`,
+    never waited on forever. (torchrun's own agent on the surviving node may then wait on the frozen node's
+    rendezvous store for its socket timeouts; the test ends both nodes once the worker has reported.)"""
+    config = _recipe(
+        workdir, "hung", max_steps=STEPS, per_device_batch_size=2, save_every=SAVE_EVERY, distributed_timeout=10
+    )
+    output = workdir / "hung"
+    with _nodes("torchrun", config, workdir) as (survivor, hung):
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (output / "checkpoint-4").is_dir() and hung.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hung.poll() is None and not (output / "final").exists(), "node 1 ended before it could be stopped"
+        frozen = [hung.pid, *_descendants(hung.pid)]
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            while "PeerLostError" not in _log(workdir, config, "torchrun", 0) and time.monotonic() < stopped_at + 90:
+                time.sleep(0.1)
+            waited = time.monotonic() - stopped_at
+        finally:
+            for pid in frozen:  # _nodes SIGKILLs what is left of both nodes
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+    log = _log(workdir, config, "torchrun", 0)
+    assert "PeerLostError" in log and "train.distributed_timeout=10s" in log, log[-3000:]
+    assert "Timed out" in log and "relaunch every node with --resume_from_checkpoint latest" in log
+    assert 10 - 1 <= waited <= 10 + 30, waited  # after the timeout (a slow peer is not a lost one), not much later
+    assert not (output / "final").exists()
+    print(f"the surviving worker reported the hung node {waited:.1f} s after it was stopped")

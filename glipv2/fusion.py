@@ -306,16 +306,21 @@ class Glipv2BiAttention(nn.Module):
         text_delta = self.text["o_proj"](self.merge_heads(torch.matmul(text_attn, vision_values)))
         return vision_delta, text_delta
 
-    def text_delta(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def text_delta(
+        self, vision: torch.Tensor, text: torch.Tensor, image_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The text half alone: each token attends every image position, no token sees another.
 
         `vision` `(B, A, Cv)` and `text` `(B, T, Ct)` (both layer-normed) -> text delta `(B, T, Ct)`, with the same
-        weights, scaling, clamping and max-subtraction as [`forward`]'s text side.
+        weights, scaling, clamping and max-subtraction as [`forward`]'s text side. `image_mask` `(B, A)`: the
+        positions each token may attend (a padded batch of several image sizes).
         """
         query = self.split_heads(self.vision["q_proj"](vision) * self.scale)
         key = self.split_heads(self.text["k_proj"](text))
         values = self.split_heads(self.vision["v_proj"](vision))
         logits = torch.matmul(key, query.transpose(-1, -2)).clamp(-self.clamp_value, self.clamp_value)  # (B,h,T,A)
+        if image_mask is not None:
+            logits = logits.masked_fill(~image_mask.bool()[:, None, None, :], torch.finfo(logits.dtype).min)
         logits = logits - logits.amax(dim=-1, keepdim=True)
         probs = logits.clamp(-self.clamp_value, self.clamp_value).softmax(dim=-1)
         probs = F.dropout(probs, self.dropout, self.training)
@@ -364,14 +369,16 @@ class Glipv2VLFuse(nn.Module):
         text = text + self.text_layer_scale * text_delta
         return unflatten_levels(vision, sizes), text
 
-    def fuse_text(self, vision: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    def fuse_text(
+        self, vision: torch.Tensor, text_features: torch.Tensor, image_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The text side alone (the image does not attend the text): `LN(text) + gamma * TextAttn(vision, LN(text))`.
 
         `vision` `(B, A, Cv)` is the already layer-normed flat image ([`Glipv2FusionLayer.image_step`]);
-        `text_features` `(B, T, D)`.
+        `text_features` `(B, T, D)`; `image_mask` `(B, A)` the positions of each image in a padded batch.
         """
         text = self.text_layer_norm(text_features)
-        return text + self.text_layer_scale * self.attn.text_delta(vision, text)
+        return text + self.text_layer_scale * self.attn.text_delta(vision, text, image_mask)
 
 
 class Glipv2TextLayer(nn.Module):
@@ -597,21 +604,29 @@ class Glipv2FusionLayer(GradientCheckpointingLayer):
             text_features = self.text_layer(text_features, text_attention_mask)
         return (text_features, *self.dyhead(tuple(vision_features), padding))
 
-    def image_step(self, vision_features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The image side when images do not attend text: VLFuse keeps `LN(x)` (no text->image delta), then DyHead.
+    def image_step(
+        self, vision_features: tuple[torch.Tensor, ...], padding: Glipv2PaddingMasks | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The image side when images do not attend text: VLFuse keeps `LN(x)` (no text->image delta), then DyHead
+        (`padding`: a batch of several image sizes, see `padding.py`).
 
         Returns the layer-normed flat image `(B, A, C)` (what the text attends in [`text_step`]) and the next levels.
         """
         flat, sizes = flatten_levels(vision_features)
         normed = self.vl_fuse.vision_layer_norm(flat)
-        return normed, self.dyhead(unflatten_levels(normed, sizes))
+        return normed, self.dyhead(unflatten_levels(normed, sizes), padding)
 
     def text_step(
-        self, text_features: torch.Tensor, vision: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        text_features: torch.Tensor,
+        vision: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The text side against a fixed image: VLFuse's image->text half, then the extra text layer under
-        `attention_mask` ((B, T) padding or (B, 1, T, T) boolean, see [`Glipv2TextLayer`])."""
-        return self.text_layer(self.vl_fuse.fuse_text(vision, text_features), attention_mask)
+        """The text side against a fixed image: VLFuse's image->text half (attending `image_mask`'s positions when
+        given), then the extra text layer under `attention_mask` ((B, T) padding or (B, 1, T, T) boolean, see
+        [`Glipv2TextLayer`])."""
+        return self.text_layer(self.vl_fuse.fuse_text(vision, text_features, image_mask), attention_mask)
 
 
 class Glipv2DeepFusion(nn.Module):
@@ -641,27 +656,37 @@ class Glipv2DeepFusion(nn.Module):
                 "The image and text sides need use_early_fusion=True: without VLFuse there is no text side."
             )
 
-    def image_side(self, vision_features: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Every layer's image input when images attend only images: `(B, num_layers, A, C)`, text-independent."""
+    def image_side(
+        self, vision_features: tuple[torch.Tensor, ...], padding: Glipv2PaddingMasks | None = None
+    ) -> torch.Tensor:
+        """Every layer's image input when images attend only images: `(B, num_layers, A, C)`, text-independent
+        (`padding`: a batch of several image sizes; `padding.flat()` is then the memory's mask for [`text_side`])."""
         self._check_early_fusion()
         memory = []
         for layer in self.layers:
-            normed, vision_features = layer.image_step(vision_features)
+            normed, vision_features = layer.image_step(vision_features, padding)
             memory.append(normed)
         return torch.stack(memory, dim=1)
 
     def text_side(
-        self, text_features: torch.Tensor, image_memory: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        text_features: torch.Tensor,
+        image_memory: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Every layer's text side against [`image_side`]'s memory `(B, num_layers, A, C)`, self-attention under
-        `attention_mask` (e.g. causal). Returns `(B, T, D)`. Honours gradient checkpointing per layer."""
+        """Every layer's text side against [`image_side`]'s memory `(B, num_layers, A, C)` (only `image_mask`'s
+        positions `(B, A)` when given), self-attention under `attention_mask` (e.g. causal). Returns `(B, T, D)`.
+        Honours gradient checkpointing per layer."""
         self._check_early_fusion()
         for index, layer in enumerate(self.layers):
             image = image_memory[:, index]
             if layer.gradient_checkpointing and layer.training and torch.is_grad_enabled():
-                text_features = checkpoint(layer.text_step, text_features, image, attention_mask, use_reentrant=False)
+                text_features = checkpoint(
+                    layer.text_step, text_features, image, attention_mask, image_mask, use_reentrant=False
+                )
             else:
-                text_features = layer.text_step(text_features, image, attention_mask)
+                text_features = layer.text_step(text_features, image, attention_mask, image_mask)
         return text_features
 
 

@@ -21,6 +21,7 @@ from .configuration_glipv2 import Glipv2Config
 from .heads import build_head
 from .loss import shifted_lm_loss
 from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
+from .padding import Glipv2PaddingMasks, own_padded_sizes
 
 # bert-base-uncased [CLS] / [SEP]: BOS and EOS of captioning when the text config names none.
 BERT_CLS_TOKEN_ID = 101
@@ -50,25 +51,47 @@ def causal_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
 
-def encode_image_memory(model: Glipv2Model, pixel_values: torch.Tensor) -> torch.Tensor:
+def encode_image_memory(
+    model: Glipv2Model, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Image side of the fusion stack under the seq2seq mask: `(B, num_fusion_layers, A, hidden_size)`.
 
     Image positions attend only image positions, so every fusion layer's image input is text-independent
-    ([`Glipv2DeepFusion.image_side`]): computed once per image, attended by every generation step.
+    ([`Glipv2DeepFusion.image_side`]): computed once per image, attended by every generation step. With
+    `pixel_mask` and images of several sizes each image is encoded as if alone (the model's `forward` and
+    `generate` then also keep the text off the other images' padding).
     """
-    return model.fusion.image_side(model.split_levels(model.encode_image(pixel_values))[0])
+    return _image_memory_and_mask(model, pixel_values, pixel_mask)[0]
+
+
+def _image_memory_and_mask(
+    model: Glipv2Model, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The memory and `(B, A)` True on each image's own positions (None when no image is padded beyond its own
+    size: every position is attended then)."""
+    own_sizes = own_padded_sizes(pixel_mask, model.padding_divisor) if model.mask_batch_padding else None
+    levels = model.split_levels(model._encode_image(pixel_values, own_sizes))[0]
+    if own_sizes is None:
+        return model.fusion.image_side(levels), None
+    shapes = [tuple(level.shape[-2:]) for level in levels]
+    padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, model.config.anchor_strides, pixel_values.device)
+    return model.fusion.image_side(levels, padding), padding.flat()
 
 
 def causal_text_features(
-    model: Glipv2Model, image_memory: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: Glipv2Model,
+    image_memory: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Text tower under the seq2seq mask: causal text encoder, then every fusion layer's text side attending the
-    image memory with causal extra text layers ([`Glipv2DeepFusion.text_side`]). Token t never sees tokens > t.
-    Returns `(B, T, D)`."""
+    image memory (`image_mask`'s positions `(B, A)` when given) with causal extra text layers
+    ([`Glipv2DeepFusion.text_side`]). Token t never sees tokens > t. Returns `(B, T, D)`."""
     mask = causal_attention_mask(attention_mask)
     additive = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device)
     additive = additive.masked_fill(~mask, torch.finfo(model.dtype).min)  # 4D masks go to the encoder as-is
-    return model.fusion.text_side(model.encode_text(input_ids, additive), image_memory, mask)
+    return model.fusion.text_side(model.encode_text(input_ids, additive), image_memory, mask, image_mask)
 
 
 class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
@@ -114,10 +137,10 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         if not self.config.use_early_fusion:
             raise ValueError("Captioning needs use_early_fusion=True: without VLFuse the text never sees the image.")
 
-    def image_memory(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def image_memory(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, 3, H, W)` -> `(B, num_fusion_layers, A, hidden_size)` ([`encode_image_memory`])."""
         self._check_fusion()
-        return encode_image_memory(self.model, pixel_values)
+        return encode_image_memory(self.model, pixel_values, pixel_mask)
 
     def forward(
         self,
@@ -127,6 +150,8 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         image_memory: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        image_memory_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Glipv2CaptioningOutput | tuple:
         """
@@ -134,21 +159,25 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
             pixel_values: `(B, 3, H, W)` (or `image_memory` from a previous call).
             input_ids, attention_mask: `(B, T)` caption tokens `[CLS] w_1 ... w_n [SEP]`, right-padded.
             labels: `(B, T)` input ids with -100 on padding.
+            pixel_mask: `(B, H, W)`, 1 on real pixels: a batch of several image sizes gives each image's result
+                as if it were alone.
+            image_memory_mask: with `image_memory`, `(B, A)` the positions each caption attends (None: all).
         """
         if input_ids is None:
             raise ValueError("Glipv2ForConditionalGeneration needs input_ids (at least the [CLS] token).")
+        self._check_fusion()
         if image_memory is None:
             if pixel_values is None:
                 raise ValueError("Glipv2ForConditionalGeneration needs pixel_values (or image_memory).")
-            image_memory = self.image_memory(pixel_values)
+            image_memory, image_memory_mask = _image_memory_and_mask(self.model, pixel_values, pixel_mask)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if image_memory.shape[0] != input_ids.shape[0]:
             if image_memory.shape[0] != 1:
                 raise ValueError(f"{image_memory.shape[0]} images but {input_ids.shape[0]} captions.")
             image_memory = image_memory.expand(input_ids.shape[0], *image_memory.shape[1:])
-        self._check_fusion()
-        logits = self.caption_head(causal_text_features(self.model, image_memory, input_ids, attention_mask))
+        features = causal_text_features(self.model, image_memory, input_ids, attention_mask, image_memory_mask)
+        logits = self.caption_head(features)
         loss = shifted_lm_loss(logits, labels) if labels is not None else None
         return return_output(Glipv2CaptioningOutput(loss=loss, logits=logits, image_memory=image_memory), return_dict)
 
@@ -157,10 +186,16 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         input_ids: torch.Tensor,
         image_memory: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        image_memory_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Every step sees the whole prefix and the cached image memory (no KV cache, no pixel_values)."""
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "image_memory": image_memory}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "image_memory": image_memory,
+            "image_memory_mask": image_memory_mask,
+        }
 
     def _generation_prompt(self, input_ids: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """`[CLS]` per image, or the given prompt without its trailing `[SEP]` (broadcast over the images)."""
@@ -206,18 +241,24 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         Args:
             pixel_values: the images (or `image_memory`).
             input_ids: optional prompt `(1 or B, T)` (right padding is not supported: prompts of equal length).
-            generate_kwargs: `max_new_tokens`, `num_beams`, `do_sample`, ... (`pixel_mask` and `token_type_ids`
-                from the processor are accepted and unused).
+            generate_kwargs: `max_new_tokens`, `num_beams`, `do_sample`, ...; `pixel_mask` from the processor (a
+                batch of several image sizes is captioned as each image alone; `token_type_ids` is unused).
         Returns:
             `(B * num_return_sequences, T')` token ids starting with the prompt ([CLS] ...).
         """
         self._default_generation_settings()
-        generate_kwargs.pop("pixel_mask", None)
+        pixel_mask = generate_kwargs.pop("pixel_mask", None)
         generate_kwargs.pop("token_type_ids", None)
+        image_memory_mask = generate_kwargs.pop("image_memory_mask", None)
         if image_memory is None:
             if pixel_values is None:
                 raise ValueError("generate() needs pixel_values (or image_memory).")
-            image_memory = self.image_memory(pixel_values.to(self.dtype))
+            self._check_fusion()
+            image_memory, image_memory_mask = _image_memory_and_mask(
+                self.model, pixel_values.to(self.dtype), pixel_mask
+            )
+        if image_memory_mask is not None:  # GenerationMixin expands tensors of model kwargs over beams
+            generate_kwargs["image_memory_mask"] = image_memory_mask
         if input_ids is not None and attention_mask is not None and not bool(attention_mask.bool().all()):
             raise ValueError("Padded prompts are not supported by generate(); give prompts of equal length.")
         input_ids = self._generation_prompt(input_ids, image_memory.shape[0], image_memory.device)

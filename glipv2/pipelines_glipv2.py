@@ -200,6 +200,23 @@ class Glipv2Pipeline(Pipeline):
 
             self.processor = Glipv2Processor(image_processor=self.image_processor, tokenizer=self.tokenizer)
 
+    def get_iterator(
+        self,
+        inputs: Any,
+        num_workers: int,
+        batch_size: int,
+        preprocess_params: dict,
+        forward_params: dict,
+        postprocess_params: dict,
+    ) -> Any:
+        """Every input goes through preprocess, forward and postprocess on its own, whatever `batch_size`.
+
+        transformers' generic collate pads each tensor of a batch as a token sequence: images of several sizes fail
+        (their `pixel_mask` rows do not fit) or lose the mask that keeps each image's result its own. The
+        expensive shared work is batched inside instead (label prompts encoded once, see [`detect_labels`]).
+        """
+        return super().get_iterator(inputs, num_workers, 1, preprocess_params, forward_params, postprocess_params)
+
 
 class Glipv2OpenVocabularyDetectionPipeline(Glipv2Pipeline):
     """`pipeline("open-vocabulary-detection", model=...)(image, candidate_labels=[...], threshold=0.3)`.

@@ -48,7 +48,10 @@ class Glipv2ImageCaptioningPipeline(Glipv2Pipeline):
     def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
         pixel_values = model_inputs["pixel_values"].to(self.model.dtype)
         ids = self.model.generate(
-            pixel_values=pixel_values, input_ids=model_inputs.get("input_ids"), **generate_kwargs
+            pixel_values=pixel_values,
+            pixel_mask=model_inputs.get("pixel_mask"),  # batch_size > 1: each image as if alone
+            input_ids=model_inputs.get("input_ids"),
+            **generate_kwargs,
         )
         return {"ids": ids}
 

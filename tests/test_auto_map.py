@@ -252,3 +252,29 @@ def test_a_plain_push_to_hub_serves_every_class_and_pipeline_as_remote_code(tmp_
     finally:
         server.stop()
     _assert_equal(remote, _local(folder, closed, image, inputs))
+
+
+def test_pipelines_with_a_batch_size_give_each_image_its_own_result(tmp_path: Path) -> None:
+    """`batch_size` over images of several sizes: each of this library's pipelines returns what it returns for each
+    image alone (transformers' generic collate would pad `pixel_mask` as a token sequence and fail). transformers'
+    own pipelines that serve the models (zero-shot-object-detection, object-detection, image-segmentation) run with
+    the default batch_size of 1: their batching splits the output's `spatial_shapes` as if it had a batch axis."""
+    from transformers import pipeline
+
+    folder, _ = _save(tmp_path)
+    images = [_scene(), _scene().resize((64, 96)), _scene().crop((0, 0, 48, 40))]
+    labels = {"candidate_labels": LABELS, "threshold": 0.0}
+    calls = {
+        "open-vocabulary-detection": (folder, lambda x: x, {"max_detections": 5, **labels}),
+        "visual-question-answering": (folder, lambda x: {"image": x, "question": "what colour?"}, {"top_k": 2}),
+        "image-captioning": (folder, lambda x: x, {"max_new_tokens": 4}),
+        "zero-shot-image-classification": (folder, lambda x: x, {"candidate_labels": ["a cat", "a dog"]}),
+        "instance-segmentation": (folder, lambda x: x, {"top_k": 3, **labels}),
+        "referring-segmentation": (folder, lambda x: x, {"expression": "the red square", "threshold": 0.0}),
+    }
+    with torch.no_grad():
+        for task, (model, wrap, kwargs) in calls.items():
+            runner = pipeline(task, model=str(model))
+            alone = [runner(wrap(image), **kwargs) for image in images]
+            batched = runner([wrap(image) for image in images], batch_size=3, **kwargs)
+            _assert_equal(batched, alone, task)

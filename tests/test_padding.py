@@ -88,6 +88,38 @@ def test_each_image_of_a_mixed_batch_equals_itself_alone(deformable: bool) -> No
     assert worst_unmasked > 1e-3  # without the masks the batch changes the images padded in it
 
 
+def test_captioning_of_a_mixed_batch_equals_each_image_alone() -> None:
+    """Captioning's image memory and its text side: teacher-forced logits and greedy captions of each image of a
+    batch of several sizes (with the processor's `pixel_mask`) equal the image's own."""
+    from glipv2 import Glipv2ForConditionalGeneration
+    from tests.modeling_helpers import CAPTION_TEXT_CONFIG
+
+    torch.manual_seed(0)
+    model = Glipv2ForConditionalGeneration(tiny_config(fusion_attention_dropout=0.0, text_config=CAPTION_TEXT_CONFIG))
+    model.model.vision_backbone = PoolingBackbone()
+    model.model.fpn.lateral_convs = nn.ModuleList(
+        nn.Conv2d(c, model.config.hidden_size, 1) for c in PoolingBackbone.channels
+    )
+    model.eval()
+    generator = torch.Generator().manual_seed(5)
+    images = [torch.randn(3, h, w, generator=generator) for h, w in SIZES]
+    ids = torch.tensor([[101, 1037, 2417, 2675, 1998, 1037, 2630, 102]]).expand(len(images), -1)
+    with torch.no_grad():
+        pixels, mask = _pad(images)
+        batch = model(pixel_values=pixels, pixel_mask=mask, input_ids=ids).logits
+        captions = model.generate(pixel_values=pixels, pixel_mask=mask, max_new_tokens=6, num_beams=2)
+        model.model.mask_batch_padding = False
+        unmasked = model(pixel_values=pixels, pixel_mask=mask, input_ids=ids).logits
+        model.model.mask_batch_padding = True
+        for index, image in enumerate(images):
+            alone_pixels, alone_mask = _pad([image])
+            alone = model(pixel_values=alone_pixels, pixel_mask=alone_mask, input_ids=ids[:1]).logits[0]
+            torch.testing.assert_close(batch[index], alone, rtol=1e-4, atol=1e-4, msg=f"image {index}")
+            caption = model.generate(pixel_values=alone_pixels, max_new_tokens=6, num_beams=2)[0]
+            assert torch.equal(captions[index][: len(caption)], caption), index
+    assert max(float((unmasked[i] - batch[i]).abs().max()) for i in range(len(images))) > 1e-3  # the padding matters
+
+
 SWIN_SHIFTED = {  # two blocks per stage: every second block shifts its windows
     "model_type": "swin", "embed_dim": 8, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 2], "window_size": 4,
     "out_features": ["stage2", "stage3", "stage4"],

@@ -75,8 +75,11 @@ def _attention_probabilities(
 
 
 def _softmax_backward(grad: torch.Tensor, probs: torch.Tensor, dim: int) -> torch.Tensor:
-    """Gradient of the softmax's input from its output `probs` and the gradient of `probs`."""
-    return probs * (grad - (grad * probs).sum(dim=dim, keepdim=True))
+    """Gradient of the softmax's input from its output `probs` and the gradient of `probs`, computed in float32
+    whatever their dtype (as torch's own softmax backward accumulates: in bfloat16 the difference cancels badly),
+    returned in `probs`' dtype."""
+    grad32, probs32 = grad.float(), probs.float()
+    return (probs32 * (grad32 - (grad32 * probs32).sum(dim=dim, keepdim=True))).to(probs.dtype)
 
 
 class Glipv2BiAttentionFunction(torch.autograd.Function):

@@ -414,8 +414,22 @@ class Glipv2Model(Glipv2PreTrainedModel):
         With `pixel_mask` (B, H, W) and images of several sizes, the backbone and the FPN see each image as if it
         were alone (zeros beyond its own padded size); see `padding.py`.
         """
-        own_sizes = own_padded_sizes(pixel_mask, self.padding_divisor) if self.mask_batch_padding else None
-        return self._encode_image(pixel_values, own_sizes)
+        return self._encode_image(pixel_values, self.own_sizes(pixel_mask))
+
+    def own_sizes(self, pixel_mask: torch.Tensor | None) -> list[tuple[int, int]] | None:
+        """Each image's size padded alone (`padding.own_padded_sizes`), or None when the batch needs no masking (or
+        `mask_batch_padding` is off)."""
+        return own_padded_sizes(pixel_mask, self.padding_divisor) if self.mask_batch_padding else None
+
+    def level_padding(
+        self, own_sizes: list[tuple[int, int]] | None, levels: tuple[torch.Tensor, ...]
+    ) -> Glipv2PaddingMasks | None:
+        """Where each image lies on the fused levels P3..P7 (None without `own_sizes`, or when `levels` hold another
+        batch, e.g. one image broadcast over several prompts)."""
+        if own_sizes is None or levels[0].shape[0] != len(own_sizes):
+            return None
+        shapes = [tuple(level.shape[-2:]) for level in levels]
+        return Glipv2PaddingMasks.for_levels(own_sizes, shapes, self.config.anchor_strides, levels[0].device)
 
     def _encode_image(
         self, pixel_values: torch.Tensor, own_sizes: list[tuple[int, int]] | None
@@ -493,9 +507,7 @@ class Glipv2Model(Glipv2PreTrainedModel):
             raise ValueError("Glipv2Model needs `pixel_values` (or precomputed `image_features`).")
         if input_ids is None and text_features is None:
             raise ValueError("Glipv2Model needs `input_ids` (or precomputed `text_features`): a prompt to ground.")
-        own_sizes = None
-        if pixel_values is not None and self.mask_batch_padding:
-            own_sizes = own_padded_sizes(pixel_mask, self.padding_divisor)
+        own_sizes = self.own_sizes(pixel_mask) if pixel_values is not None else None
         if image_features is None:
             image_features = self._encode_image(pixel_values, own_sizes)
         if attention_mask is None:
@@ -510,11 +522,7 @@ class Glipv2Model(Glipv2PreTrainedModel):
         attention_mask, _ = _broadcast_batch("attention_mask", attention_mask, "images", image_features[0])
         batch = text_features.shape[0]
         image_features, mask_features = self.split_levels(tuple(f.expand(batch, *f.shape[1:]) for f in image_features))
-        padding = None
-        if own_sizes is not None and image_features[0].shape[0] == len(own_sizes):
-            shapes = [tuple(feature.shape[-2:]) for feature in image_features]
-            strides = self.config.anchor_strides
-            padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, strides, image_features[0].device)
+        padding = self.level_padding(own_sizes, image_features)
         vision_fused, text_fused = self.fuse(image_features, text_features, attention_mask, padding)
         if pixel_values is not None:
             image_sizes = image_sizes_from_mask(pixel_values, pixel_mask).expand(batch, 2)

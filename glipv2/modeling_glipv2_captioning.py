@@ -21,7 +21,6 @@ from .configuration_glipv2 import Glipv2Config
 from .heads import build_head
 from .loss import shifted_lm_loss
 from .modeling_glipv2 import WORD_EMBEDDINGS, Glipv2Model, Glipv2PreTrainedModel, return_output
-from .padding import Glipv2PaddingMasks, own_padded_sizes
 
 # bert-base-uncased [CLS] / [SEP]: BOS and EOS of captioning when the text config names none.
 BERT_CLS_TOKEN_ID = 101
@@ -69,13 +68,10 @@ def _image_memory_and_mask(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The memory and `(B, A)` True on each image's own positions (None when no image is padded beyond its own
     size: every position is attended then)."""
-    own_sizes = own_padded_sizes(pixel_mask, model.padding_divisor) if model.mask_batch_padding else None
+    own_sizes = model.own_sizes(pixel_mask)
     levels = model.split_levels(model._encode_image(pixel_values, own_sizes))[0]
-    if own_sizes is None:
-        return model.fusion.image_side(levels), None
-    shapes = [tuple(level.shape[-2:]) for level in levels]
-    padding = Glipv2PaddingMasks.for_levels(own_sizes, shapes, model.config.anchor_strides, pixel_values.device)
-    return model.fusion.image_side(levels, padding), padding.flat()
+    padding = model.level_padding(own_sizes, levels)
+    return model.fusion.image_side(levels, padding), (padding.flat() if padding is not None else None)
 
 
 def causal_text_features(

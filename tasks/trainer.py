@@ -407,7 +407,7 @@ class MultitaskTrainer:
         global_batch = self.config.per_device_batch_size * world
         stream = self.streams[task]
         source = self.sources[task]
-        if not isinstance(stream, TaskStream):  # this process's own stream: its records carry their augment seed
+        if not _shared(stream):  # this process's own stream: its records carry their augment seed
             return _to_device(source.collator(stream.take(self.config.per_device_batch_size)), self.accelerator.device)
         position = (stream.epoch, stream.offset)
         indices = _shard(stream.take(global_batch), rank, world)
@@ -456,11 +456,10 @@ class MultitaskTrainer:
         self.nonfinite_in_row = 0
         if self.config.max_grad_norm:
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-            # DeepSpeed clips inside its engine (its config's gradient_clipping) and may report no norm
-            grad_norm = float(norm) if norm is not None else 0.0
-            if not math.isfinite(grad_norm):  # finite loss, overflowing gradients: skip the update as well
-                return self._skip_nonfinite()
-            record["grad_norm"] = grad_norm
+            if norm is not None:  # DeepSpeed clips inside its engine (its config's gradient_clipping), reporting none
+                if not math.isfinite(float(norm)):  # finite loss, overflowing gradients: skip the update as well
+                    return self._skip_nonfinite()
+                record["grad_norm"] = float(norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()

@@ -24,13 +24,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image
 from transformers import pipeline
 
 from glipv2 import Glipv2ForGrounding, Glipv2ForPreTraining
 from tasks.app import APP_TASKS, Glipv2WebDemo, build_app, launch, unavailable_tasks
 from tasks.visualize import MIN_SIDE, PALETTE, draw_detections
 from tests.conftest import bert_processor, tiny_config
+from tests.test_auto_map import _scene
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -38,14 +39,6 @@ ANSWERS = ["red", "blue", "two"]
 LABELS = "red square, blue circle"
 QUESTION = "what colour is the square?"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-def _scene() -> Image.Image:
-    image = Image.new("RGB", (80, 64), (40, 40, 40))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([8, 10, 36, 48], fill=(220, 30, 30))
-    draw.ellipse([46, 6, 70, 30], fill=(30, 30, 220))
-    return image
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from tests.tasks.test_trainer import REPO, TRAIN, _env, _history, _recipe, _run, assert_same_run
+from tests.tasks.test_trainer import (
+    REPO,
+    TRAIN,
+    _env,
+    _recipe,
+    _run,
+    assert_same_run,
+    assert_same_training,
+    wait_until,
+)
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 MULTI_NODE = str(REPO / "configs" / "accelerate" / "multi_node.yaml")
@@ -104,25 +111,6 @@ def _run_nodes(launcher: str, config: Path, logs: Path, *extra: str) -> None:
     assert codes == [0, 0], "\n".join(_log(logs, config, launcher, rank)[-3000:] for rank in (0, 1))
 
 
-def assert_same_training(reference: Path, output: Path) -> None:
-    """`output` (2 nodes x batch 2) followed `reference` (1 process x batch 4): same schedule, losses and weights,
-    to the tolerance of tests/tasks/test_trainer.py::test_two_processes_equal_one (an all-reduce of two halves
-    sums in another order)."""
-    single, double = _history(reference), _history(output)
-    assert [r["step"] for r in double] == list(range(1, STEPS + 1))
-    assert [r["lr"] for r in single] == [r["lr"] for r in double]
-    for a, b in zip(single, double):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-    weights_one = load_file(reference / "final" / "model.safetensors")
-    weights_two = load_file(output / "final" / "model.safetensors")
-    assert weights_one.keys() == weights_two.keys()
-    flat_one = torch.cat([weights_one[k].double().flatten() for k in sorted(weights_one)])
-    flat_two = torch.cat([weights_two[k].double().flatten() for k in sorted(weights_one)])
-    assert (flat_two - flat_one).norm() <= 1e-5 * flat_one.norm()
-    for name, a in weights_one.items():
-        assert (weights_two[name] - a).abs().max() <= 1e-5, name
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder (and one synthetic data set, written by the one-process run first) for every run here."""
@@ -161,10 +149,8 @@ def test_a_killed_node_is_reported_and_the_run_resumes(workdir: Path, torchrun_n
     )
     output = workdir / "killed"
     with _nodes("torchrun", config, workdir) as (survivor, lost):
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not (output / "checkpoint-4").is_dir() and lost.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert lost.poll() is None and not (output / "final").exists(), "node 1 ended before it could be killed"
+        running = wait_until((output / "checkpoint-4").is_dir, lost, RUN_TIMEOUT)
+        assert running and not (output / "final").exists(), "node 1 ended before it could be killed"
         _kill_node(lost)
         killed_at = time.monotonic()
         code = survivor.wait(timeout=SURVIVOR_TIMEOUT + 60)  # never forever: a hang fails here
@@ -194,10 +180,8 @@ def test_a_hung_node_stops_the_others_after_the_timeout(workdir: Path) -> None:
     )
     output = workdir / "hung"
     with _nodes("torchrun", config, workdir) as (survivor, hung):
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not (output / "checkpoint-4").is_dir() and hung.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert hung.poll() is None and not (output / "final").exists(), "node 1 ended before it could be stopped"
+        running = wait_until((output / "checkpoint-4").is_dir, hung, RUN_TIMEOUT)
+        assert running and not (output / "final").exists(), "node 1 ended before it could be stopped"
         frozen = [hung.pid, *_descendants(hung.pid)]
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):

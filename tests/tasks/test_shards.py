@@ -18,7 +18,7 @@ from PIL import Image
 from tasks.registry import TASKS, get_task
 from tasks.shards import KEY, MANIFEST, ShardError, load_shards, shard_task_files, write_shards
 from tests.tasks.test_multi_node import _kill_node
-from tests.tasks.test_trainer import REPO, TRAIN, _env, _recipe, _run, assert_same_run
+from tests.tasks.test_trainer import REPO, TRAIN, _env, _recipe, _run, assert_same_run, wait_until
 
 WRITE = str(REPO / "scripts" / "write_shards.py")
 
@@ -182,12 +182,7 @@ def test_sigkill_then_resume_of_streamed_training_is_exact(tmp_path: Path, proce
         cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        import time
-
-        deadline = time.time() + 300
-        while not (output / "checkpoint-4").is_dir() and process.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "the run finished before it could be killed"
+        assert wait_until((output / "checkpoint-4").is_dir, process), "the run finished before it could be killed"
     finally:
         _kill_node(process)
     checkpoint = output / "checkpoint-4"

@@ -70,11 +70,17 @@ def _start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, timeout: float = 300) -> bool:
+    """Polls until `ready()`, the process ends or `timeout` seconds pass; True while the process still runs."""
+    deadline = time.monotonic() + timeout
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process.poll() is None
+
+
 def _kill_when(process: subprocess.Popen, ready: Callable[[], bool], delay: float = 0.0, timeout: float = 300) -> bool:
     """Waits until `ready()` (or the process ends), then `delay` seconds more, then SIGKILLs; True if it was killed."""
-    deadline = time.time() + timeout
-    while not ready() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until(ready, process, timeout)
     time.sleep(delay)
     killed = process.poll() is None
     process.send_signal(signal.SIGKILL)
@@ -94,6 +100,26 @@ def assert_same_run(reference: Path, output: Path, steps: int) -> None:
     a = load_file(reference / "final" / "model.safetensors")
     b = load_file(output / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_same_training(reference: Path, output: Path) -> None:
+    """`output` (2 processes, half the batch each) followed `reference` (1 process, the same global batch): the same
+    schedule and losses (rel 1e-5) and the same weights. Summation order differs (an all-reduce of two halves), and
+    Adam turns rounding noise in near-zero gradients (attention key biases have an exactly-zero gradient) into updates
+    of the learning rate's size: the whole parameter vector is compared relatively and every tensor absolutely."""
+    single, double = _history(reference), _history(output)
+    assert [r["step"] for r in double] == [r["step"] for r in single]
+    assert [r["lr"] for r in single] == [r["lr"] for r in double]
+    for a, b in zip(single, double):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    weights_one = load_file(reference / "final" / "model.safetensors")
+    weights_two = load_file(output / "final" / "model.safetensors")
+    assert weights_one.keys() == weights_two.keys()
+    flat_one = torch.cat([weights_one[k].double().flatten() for k in sorted(weights_one)])
+    flat_two = torch.cat([weights_two[k].double().flatten() for k in sorted(weights_one)])
+    assert (flat_two - flat_one).norm() <= 1e-5 * flat_one.norm()
+    for name, a in weights_one.items():
+        assert (weights_two[name] - a).abs().max() <= 1e-5, name
 
 
 def write_grounding_subset(data: Path, count: int, path: Path) -> set[int]:
@@ -149,21 +175,7 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
             "--no_progress",
         ]
     )
-    single, double = _history(tmp_path / "one"), _history(tmp_path / "two")
-    assert [r["lr"] for r in single] == [r["lr"] for r in double]
-    for a, b in zip(single, double):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
-    weights_one = load_file(tmp_path / "one" / "final" / "model.safetensors")
-    weights_two = load_file(tmp_path / "two" / "final" / "model.safetensors")
-    assert weights_one.keys() == weights_two.keys()
-    # Summation order differs (an all-reduce of two halves), and Adam turns rounding noise in near-zero gradients
-    # (attention key biases have an exactly-zero gradient) into updates of the learning rate's size: compare the
-    # whole parameter vector relatively and every tensor absolutely.
-    flat_one = torch.cat([weights_one[k].double().flatten() for k in sorted(weights_one)])
-    flat_two = torch.cat([weights_two[k].double().flatten() for k in sorted(weights_one)])
-    assert (flat_two - flat_one).norm() <= 1e-5 * flat_one.norm()
-    for name, a in weights_one.items():
-        assert (weights_two[name] - a).abs().max() <= 1e-5, name
+    assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
 def test_sigkill_then_resume_is_exact(tmp_path: Path) -> None:

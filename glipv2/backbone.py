@@ -36,15 +36,18 @@ class Glipv2FeaturePyramid(nn.Module):
     ) -> None:
         super().__init__()
         self.detach_fine_inputs = detach_fine_inputs
-        if fine_channels is not None:
-            self.fine_lateral_conv = nn.Conv2d(fine_channels, out_channels, 1)
-            self.fine_output_conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.has_fine_level = fine_channels is not None
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         self.extra_convs = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(num_levels - len(in_channels))
         )
+        self.has_fine_level = fine_channels is not None
+        if fine_channels is not None:
+            # built without drawing from the global generator (their default init is replaced in `_init_weights`):
+            # a model with P2 starts from the shared weights the same seed gives a model without it
+            with torch.random.fork_rng(devices=[]):
+                self.fine_lateral_conv = nn.Conv2d(fine_channels, out_channels, 1)
+                self.fine_output_conv = nn.Conv2d(out_channels, out_channels, 3, padding=1)
 
     def forward(
         self, features: tuple[torch.Tensor, ...], padding: Glipv2PaddingMasks | None = None

@@ -23,6 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+# RoIAlign as matrix products (`roi_align_separable`) on CPU maps up to this many cells (64 x 64), torchvision's kernel
+# beyond: the dense products grow with the map, the sampled ones with the boxes only
+SEPARABLE_ROI_ALIGN_MAX_CELLS = 4096
+
 # Every head a checkpoint of this family may hold, in the order the all-heads class builds them.
 HEAD_NAMES: tuple[str, ...] = (
     "grounding_head",
@@ -275,6 +279,58 @@ class Glipv2ContrastiveHead(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------ masks
+def _bilinear_axis_weights(
+    start: torch.Tensor, length: torch.Tensor, bins: int, samples: int, size: int
+) -> torch.Tensor:
+    """`(N, bins, size)` weights of RoIAlign along one axis: for each bin the average over its `samples` points of
+    their bilinear weights on the `size` cells (torchvision's rules: a point beyond [-1, size] adds nothing, one in
+    [-1, 0] reads cell 0, one past the last cell reads the last)."""
+    steps = (torch.arange(bins * samples, dtype=start.dtype, device=start.device) + 0.5) / samples
+    points = start[:, None] + steps[None] * (length / bins)[:, None]  # (N, bins * samples)
+    inside = (points >= -1.0) & (points <= size)
+    points = points.clamp(min=0.0)
+    low = points.floor().clamp(max=size - 1)
+    points = torch.where(low >= size - 1, low, points)
+    high = (low + 1).clamp(max=size - 1)
+    frac = points - low
+    weights = torch.zeros(*points.shape, size, dtype=start.dtype, device=start.device)
+    weights.scatter_add_(-1, low.long()[..., None], ((1 - frac) * inside)[..., None])
+    weights.scatter_add_(-1, high.long()[..., None], (frac * inside)[..., None])
+    return weights.view(len(start), bins, samples, size).mean(dim=2)
+
+
+def roi_align_separable(
+    features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float, sampling_ratio: int
+) -> torch.Tensor:
+    """torchvision's `roi_align(..., aligned=True)` with a fixed `sampling_ratio`, computed as two matrix products:
+    bilinear sampling averaged over a bin is separable, `out[n] = A_y[n] @ features[b_n] @ A_x[n]^T`. Equal to
+    torchvision's up to float rounding. Its backward is matrix products too, where torchvision's CPU kernel scatters
+    sample by sample (23 ms of a 0.8 s demo training step with masks); the dense products cost
+    `H * W / (4 * output_size * sampling_ratio ** 2)` times the sampled ones, so [`Glipv2MaskHead`] uses it for
+    small CPU maps only.
+
+    Args:
+        features: `(B, C, H, W)`.
+        rois: `(N, 5)` rows `(batch index, x1, y1, x2, y2)` in input coordinates.
+        output_size: side of the pooled grid.
+        spatial_scale: input coordinates -> feature cells.
+        sampling_ratio: sample points per bin and axis (> 0).
+    """
+    if sampling_ratio <= 0:
+        raise ValueError(f"roi_align_separable needs a fixed sampling_ratio > 0, got {sampling_ratio}")
+    boxes = rois[:, 1:].to(features.dtype) * spatial_scale - 0.5
+    height, width = features.shape[-2:]
+    rows = _bilinear_axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], output_size, sampling_ratio, height)
+    cols = _bilinear_axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], output_size, sampling_ratio, width)
+    pooled = features.new_empty(len(rois), features.shape[1], output_size, output_size)
+    images = rois[:, 0].long()
+    with torch.autocast(features.device.type, enabled=False):  # in the features' precision, as torchvision's
+        for image in images.unique().tolist():
+            selected = images == image
+            pooled[selected] = torch.einsum("nph,chw,nqw->ncpq", rows[selected], features[image], cols[selected])
+    return pooled
+
+
 class Glipv2MaskHead(nn.Module):
     """One class-agnostic mask per box, from the fused image features (instance and referring segmentation).
 
@@ -344,14 +400,19 @@ class Glipv2MaskHead(nn.Module):
             merged = F.relu(self.merge(merged))
             position = torch.full((len(boxes),), -1, dtype=rois.dtype, device=rois.device)
             position[members] = torch.arange(len(members), dtype=rois.dtype, device=rois.device)
-            pooled[selected] = roi_align(
-                merged.float(),
-                torch.cat([position[images[selected]][:, None], rois[selected]], dim=1),
-                output_size=self.roi_size,
-                spatial_scale=1.0 / self.stride,
-                sampling_ratio=2,
-                aligned=True,
-            ).to(pooled.dtype)
+            indexed = torch.cat([position[images[selected]][:, None], rois[selected]], dim=1)
+            if merged.device.type == "cpu" and merged.shape[-2] * merged.shape[-1] <= SEPARABLE_ROI_ALIGN_MAX_CELLS:
+                aligned = roi_align_separable(merged.float(), indexed, self.roi_size, 1.0 / self.stride, 2)
+            else:
+                aligned = roi_align(
+                    merged.float(),
+                    indexed,
+                    output_size=self.roi_size,
+                    spatial_scale=1.0 / self.stride,
+                    sampling_ratio=2,
+                    aligned=True,
+                )
+            pooled[selected] = aligned.to(pooled.dtype)
         return pooled
 
     def forward(
@@ -408,6 +469,7 @@ __all__ = [
     "LOGIT_SCALE_MAX",
     "OPTIONAL_HEADS",
     "PADDED_TOKEN_LOGIT",
+    "SEPARABLE_ROI_ALIGN_MAX_CELLS",
     "Glipv2ContrastiveHead",
     "Glipv2GroundingHead",
     "Glipv2LMHead",
@@ -418,5 +480,6 @@ __all__ = [
     "mask_inputs",
     "masked_mean",
     "pool_levels",
+    "roi_align_separable",
     "unexpected_head_keys",
 ]

@@ -288,6 +288,8 @@ class Glipv2PreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Generic inits first (children are visited before parents), then the official GLIP ones and the heads'."""
+        if isinstance(module, nn.Conv2d) and module in _fine_level_convs(self):
+            return  # P2's convolutions: initialised with the FPN, from their own generator
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, Glipv2BiAttention):  # fuse_helper.BiMultiHeadAttention._reset_parameters
@@ -316,6 +318,14 @@ class Glipv2PreTrainedModel(PreTrainedModel):
             for conv in [*module.lateral_convs, *module.output_convs, *module.extra_convs]:
                 init.kaiming_uniform_(conv.weight, a=1)
                 init.zeros_(conv.bias)
+            if module.has_fine_level:
+                # P2 (the mask head's level) draws from a generator of its own: drawing from the global one would
+                # change the initial weights of every module after it, so a model with the mask head would not start
+                # from the shared weights the same seed gives a model without it
+                generator = _private_generator(module.fine_lateral_conv.weight)
+                for conv in (module.fine_lateral_conv, module.fine_output_conv):
+                    init.kaiming_uniform_(conv.weight, a=1, generator=generator)
+                    init.zeros_(conv.bias)
         elif isinstance(module, Glipv2GroundingHead):  # vldyhead.VLDyHead.__init__
             for conv in (module.bbox_pred, module.centerness):
                 init.normal_(conv.weight, std=0.01)
@@ -349,6 +359,22 @@ class Glipv2PreTrainedModel(PreTrainedModel):
                 init.zeros_(conv.bias)
             init.normal_(module.predictor.weight, std=0.001)
             init.zeros_(module.predictor.bias)
+
+
+def _fine_level_convs(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The convolutions of the FPN's P2 in `model` (none without the mask head)."""
+    core = model if isinstance(model, Glipv2Model) else getattr(model, "model", None)
+    fpn = getattr(core, "fpn", None)
+    if fpn is None or not fpn.has_fine_level:
+        return ()
+    return fpn.fine_lateral_conv, fpn.fine_output_conv
+
+
+def _private_generator(like: torch.Tensor) -> torch.Generator | None:
+    """A generator seeded from the global seed, on `like`'s device (None on the meta device, which draws nothing)."""
+    if like.device.type == "meta":
+        return None
+    return torch.Generator(device=like.device).manual_seed(torch.initial_seed() % 2**63 + 2)
 
 
 def _backbone_config(config: Glipv2Config) -> Any:

@@ -66,7 +66,8 @@ class Glipv2MaskMixin:
                 f"{type(self).__name__} needs a mask head: build it from a config with use_mask_head=True "
                 "(e.g. Glipv2Config.from_preset(..., use_mask_head=True) or from_pretrained(..., use_mask_head=True))."
             )
-        self.mask_head = build_head("mask_head", self.config)
+        with torch.random.fork_rng(devices=[]):  # construction draws nothing: the other modules' init is unchanged
+            self.mask_head = build_head("mask_head", self.config)
         self.loss_weights["loss_mask"] = MASK_LOSS_WEIGHT
 
     def mask_training_loss(
@@ -118,20 +119,22 @@ class Glipv2MaskMixin:
         pred_boxes: torch.Tensor,
         features: tuple[torch.Tensor, torch.Tensor],
         image_sizes: torch.Tensor,
+        count: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks of the `config.mask_candidates` best anchors of each image.
+        """Masks of the `count` (default `config.mask_candidates`) best anchors of each image.
 
         Args:
             scores: `(B, A)` anchor confidence (token or label probability x centerness).
             pred_boxes: `(B, A, 4)` normalised cxcywh boxes.
             features: the mask head's input ([`mask_inputs`]).
             image_sizes: `(B, 2)` unpadded input sizes.
+            count: how many anchors per image get a mask.
 
         Returns:
             `pred_masks` `(B, K, M, M)` logits and `indices` `(B, K)` anchor indices (-1 where an image has fewer).
         """
         batch, num_anchors = scores.shape
-        count = min(self.config.mask_candidates, num_anchors)
+        count = min(count or self.config.mask_candidates, num_anchors)
         indices = scores.topk(count, dim=1).indices
         boxes = [
             _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True) for index in range(batch)
@@ -181,9 +184,13 @@ class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
         image_features: tuple[torch.Tensor, ...] | None = None,
         text_features: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        mask_candidates: int | None = None,
         **kwargs: Any,
     ) -> Glipv2SegmentationOutput | tuple:
-        """As [`Glipv2ForGrounding.forward`]; `labels` may carry `masks` (see the class docstring)."""
+        """As [`Glipv2ForGrounding.forward`]; `labels` may carry `masks` (see the class docstring).
+        `mask_candidates`: how many of each image's most confident anchors get a mask at inference (default
+        `config.mask_candidates`); a referring expression's best box needs a few only, and the mask head's cost
+        grows with this number."""
         outputs = self.model(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -204,7 +211,7 @@ class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
         else:
             confidence = _anchor_confidence(predictions.logits, predictions.centerness, outputs.text_attention_mask)
             pred_masks, anchor_indices = self.candidate_masks(
-                confidence, predictions.pred_boxes, mask_inputs_of(outputs), outputs.image_sizes
+                confidence, predictions.pred_boxes, mask_inputs_of(outputs), outputs.image_sizes, mask_candidates
             )
         if input_ids is not None:
             input_ids = input_ids.expand(predictions.logits.shape[0], -1)

@@ -22,7 +22,7 @@ from glipv2 import (
     Glipv2ForSegmentation,
     Glipv2SegmentationOutput,
 )
-from glipv2.heads import Glipv2MaskHead
+from glipv2.heads import Glipv2MaskHead, roi_align_separable
 from glipv2.loss import jitter_boxes, mask_loss, mask_targets
 from glipv2.post_processing import instance_segments, paste_masks
 from tests.conftest import bert_processor, tiny_config
@@ -108,6 +108,43 @@ def test_mask_head_pools_every_box_from_the_stride_4_map() -> None:
     assert large.shape == (1, 1, 2, 2)
     with pytest.raises(ValueError, match="P2"):
         head.pool((fused, None), [torch.tensor([[8.0, 8.0, 24.0, 24.0]])])
+
+
+def test_separable_roi_align_equals_torchvision_forward_and_backward() -> None:
+    from torchvision.ops import roi_align
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 5, 9, 11, generator=generator, dtype=torch.float64, requires_grad=True)
+    corners = torch.rand(40, 2, generator=generator, dtype=torch.float64) * 60 - 12  # some boxes leave the map
+    sides = torch.rand(40, 2, generator=generator, dtype=torch.float64) * 40 + 0.1
+    images = torch.randint(0, 3, (40, 1), generator=generator).double()
+    rois = torch.cat([images, corners, corners + sides], dim=1)
+    for scale in (0.25, 0.5):
+        expected = roi_align(features, rois, 7, spatial_scale=scale, sampling_ratio=2, aligned=True)
+        pooled = roi_align_separable(features, rois, 7, scale, 2)
+        torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-12)
+        weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+        (expected_grad,) = torch.autograd.grad((expected * weights).sum(), features)
+        (grad,) = torch.autograd.grad((pooled * weights).sum(), features)
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align_separable(features, rois, 7, 0.25, 0)
+
+
+def test_the_mask_head_leaves_the_shared_initial_weights_unchanged() -> None:
+    """P2 and the mask head draw nothing from the global generator: with the same seed, a model with them starts
+    from the weights a model without them starts from (a recipe that adds masks trains the same shared model)."""
+    states = []
+    for use_mask_head in (False, True):
+        torch.manual_seed(0)
+        states.append(Glipv2ForPreTraining(tiny_config(use_mask_head=use_mask_head)).state_dict())
+    without, with_masks = states
+    added = {key for key in with_masks if key not in without}
+    assert added >= {"mask_head.merge.weight", "model.fpn.fine_lateral_conv.weight"}
+    for key, value in without.items():
+        assert torch.equal(with_masks[key], value), key
+    # P2's own convolutions are initialised (FPN's kaiming-uniform rule), not left at zero
+    assert with_masks["model.fpn.fine_output_conv.weight"].abs().sum() > 0
 
 
 def _hand_made_outputs() -> Glipv2SegmentationOutput:
@@ -319,6 +356,17 @@ def test_outputs_equal_after_save_and_auto_load(trained: dict) -> None:
     assert torch.equal(a.mask_anchor_indices, b.mask_anchor_indices)
 
 
+def test_fewer_mask_candidates_give_the_same_masks_for_the_most_confident_anchors(trained: dict) -> None:
+    """`mask_candidates=k` (what referring segmentation asks for) masks the k most confident anchors only, each as
+    the default call masks it."""
+    with torch.no_grad():
+        full = trained["model"](**trained["inputs"])
+        few = trained["model"](**trained["inputs"], mask_candidates=3)
+    assert few.pred_masks.shape[1] == 3 and full.pred_masks.shape[1] == trained["model"].config.mask_candidates
+    assert torch.equal(few.mask_anchor_indices, full.mask_anchor_indices[:, :3])
+    torch.testing.assert_close(few.pred_masks, full.pred_masks[:, :3], atol=1e-5, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------ pipelines
 def test_pipelines_from_a_saved_folder(trained: dict) -> None:
     image, masks = _scene()
@@ -352,7 +400,7 @@ def test_instance_segmentation_pipeline_runs_the_backbone_once_for_many_chunks(t
     calls = []
     hook = segment.model.model.vision_backbone.register_forward_hook(lambda *args: calls.append(1))
     try:
-        instances = segment(image, candidate_labels=labels, threshold=0.3)
+        instances = segment(image, candidate_labels=labels, threshold=0.1)
     finally:
         hook.remove()
     assert len(calls) == 1
@@ -364,7 +412,7 @@ def test_instance_segmentation_pipeline_runs_the_backbone_once_for_many_chunks(t
         positive_map = segment.processor.positive_map(prompt.text, [[span] for span in prompt.label_spans])
         positive_map = torch.nn.functional.pad(positive_map, (0, outputs.logits.shape[-1] - positive_map.shape[1]))
         (result,) = segment.image_processor.post_process_instance_segmentation(
-            outputs, threshold=0.3, target_sizes=[(128, 128)], return_binary_maps=True, positive_maps=[positive_map]
+            outputs, threshold=0.1, target_sizes=[(128, 128)], return_binary_maps=True, positive_maps=[positive_map]
         )
         for score, label, mask in zip(result["scores"], result["labels"], result["segmentation"]):
             expected.append((round(float(score), 4), labels[prompt.label_ids[int(label)]], mask.numpy()))

@@ -103,6 +103,10 @@ class TaskRecipe:
     """One task of the mixture (`name` from `tasks.registry`).
 
     Attributes:
+        sampling_weight: how often the task's batches are drawn, relative to the others. 0: never drawn, but the task
+            is still evaluated, shown and published, e.g. detection when instance segmentation's batches (detection's
+            with masks) train its boxes.
+        loss_weight: the factor on the task's loss.
         files: the task's training files (`DataFiles` fields: `annotation_file`, `image_dir`, `questions_file`,
             `image_name_format`), replacing the data folder's; e.g. pseudo-labels from `scripts/pseudo_label.py`.
         eval_files: the same for evaluation.

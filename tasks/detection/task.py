@@ -49,7 +49,8 @@ def make_collator(
     processor: Any, data: TaskData, num_negatives: int | None = None, fixed_prompt: bool = False, **options: Any
 ) -> DetectionCollator:
     """Sampled, shuffled class-name prompts with up to `num_negatives` absent classes (official: 85); with
-    `fixed_prompt` every image gets the evaluation prompt (all categories in order, GLIP's `DISABLE_SHUFFLE`)."""
+    `fixed_prompt` every image gets the evaluation prompt (all categories in order, GLIP's `DISABLE_SHUFFLE`);
+    `with_masks`: each box's mask too, for the mask head (what the `instance_segmentation` task trains on)."""
     if num_negatives is not None:
         options["num_negatives"] = int(num_negatives)
     collator = FixedPromptDetectionCollator if fixed_prompt else DetectionCollator
@@ -161,7 +162,7 @@ TASK = TaskSpec(
     ),
     pipelines=("open-vocabulary-detection", "zero-shot-object-detection", "object-detection"),
     showcase=showcase,
-    options=("num_negatives", "fixed_prompt"),
+    options=("num_negatives", "fixed_prompt", "with_masks"),
     benchmarks=BENCHMARKS,
 )
 

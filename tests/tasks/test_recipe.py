@@ -75,7 +75,7 @@ def test_bad_files_name_the_key_the_value_and_the_allowed_ones(tmp_path: Path) -
 
 
 def test_the_shipped_configs_are_recipes() -> None:
-    for name in ("demo.yaml", "finetune_lora.yaml", "finetune_prompt.yaml"):
+    for name in ("demo.yaml", "demo_segmentation.yaml", "finetune_lora.yaml", "finetune_prompt.yaml"):
         recipe = load_recipe(REPO / "configs" / name)
         assert recipe.task_names and recipe.train.max_steps > 0
     assert load_recipe(REPO / "configs" / "finetune_prompt.yaml").task("detection").options == {"fixed_prompt": True}
@@ -89,7 +89,7 @@ def test_unknown_task_options_fail_before_training(tmp_path: Path) -> None:
     recipe = recipe_from_dict({"tasks": [{"name": "grounding", "options": {"num_negatives": 3}}]})
     with pytest.raises(ValueError, match=r"tasks\[grounding\]\.options: unknown option\(s\) \['num_negatives'\]"):
         build_sources(recipe, {"grounding": None}, None, 0)
-    assert get_task("detection").options == ("num_negatives", "fixed_prompt")
+    assert get_task("detection").options == ("num_negatives", "fixed_prompt", "with_masks")
 
 
 def test_overrides_do_not_touch_other_entries() -> None:

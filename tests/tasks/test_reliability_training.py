@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,11 @@ class _ScriptedLoss:
         return loss, {}
 
 
-def _toy_trainer(tmp_path: Path, loss: _ScriptedLoss, **config: object) -> MultitaskTrainer:
+def _toy_trainer(
+    tmp_path: Path, loss: Callable, model: torch.nn.Module | None = None, **config: object
+) -> MultitaskTrainer:
+    """A trainer of `model` (default a 2 -> 1 linear layer) on 16 two-feature records, one source per task of
+    `config["tasks"]` (default one task, "toy")."""
     dataset = [{"x": [float(i % 5) / 5.0, 1.0]} for i in range(16)]
     source = TaskSource(dataset=dataset, collator=lambda records: {"x": torch.tensor([r["x"] for r in records])})
     settings = {
@@ -85,7 +90,8 @@ def _toy_trainer(tmp_path: Path, loss: _ScriptedLoss, **config: object) -> Multi
         **config,
     }
     torch.manual_seed(0)
-    return MultitaskTrainer(_Toy(), {"toy": source}, TrainConfig(**settings), task_loss=loss)
+    sources = {task.name: source for task in settings["tasks"]}
+    return MultitaskTrainer(model or _Toy(), sources, TrainConfig(**settings), task_loss=loss)
 
 
 @pytest.mark.parametrize("fault", ["nan", "inf", "inf-grad"])

@@ -10,10 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
-    output = tmp_path / "demo"
+def _quick_demo(output: Path, *arguments: str) -> None:
+    """`scripts/demo.py --quick` into `output`, offline; fails with the end of its output."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py"), "--output-dir", str(output), "--quick"],
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--output-dir", str(output), "--quick", *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -21,6 +21,11 @@ def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
+    output = tmp_path / "demo"
+    _quick_demo(output)
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == {"val", "val_unseen"}
     assert {"detection", "grounding", "vqa", "captioning"} <= set(metrics["val"])
@@ -47,3 +52,24 @@ def test_demo_quick_writes_report_and_hub_folder(tmp_path: Path) -> None:
     assert report.count("data:image/png;base64,") == 24
     card = (output / "model" / "README.md").read_text()
     assert card.startswith("---") and "model-index" in card
+
+
+def test_segmentation_demo_quick_trains_masks_on_the_detection_and_grounding_batches(tmp_path: Path) -> None:
+    """`configs/demo_segmentation.yaml` in the smoke mode: the segmentation tasks (sampling weight 0) are never
+    drawn, yet evaluated, shown and published; the masks train on detection's and grounding's batches."""
+    output = tmp_path / "demo"
+    _quick_demo(output, "--config", str(REPO / "configs" / "demo_segmentation.yaml"))
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert {"instance_segmentation", "referring_segmentation", "detection", "grounding"} <= set(metrics["val"])
+    assert {"AP", "AP50"} <= set(metrics["val"]["instance_segmentation"])
+    assert "mIoU" in metrics["val"]["referring_segmentation"]
+    assert {"detection", "instance_segmentation"} == set(metrics["val_unseen"])
+    history = json.loads((output / "train" / "train_history.json").read_text())
+    drawn = {key.split("/")[0] for record in history for key in record if key.endswith("/loss")}
+    assert drawn <= {"detection", "grounding", "vqa", "captioning"}
+    assert any("detection/loss_mask" in record or "grounding/loss_mask" in record for record in history)
+    report = (output / "report.html").read_text()
+    for section in ("instance-segmentation", "image-segmentation (stock pipeline", "referring-segmentation"):
+        assert section in report, section
+    card = (output / "model" / "README.md").read_text()
+    assert "Instance Segmentation (mask AP)" in card

@@ -161,17 +161,27 @@ def task_loss(model: Any, task: str, batch: dict[str, Any]) -> tuple[Any, dict]:
     return outputs.loss, dict(getattr(outputs, "loss_dict", None) or {})
 
 
+def training_config_overrides(recipe: Recipe, train_data: dict[str, Any]) -> dict[str, Any]:
+    """The model config entries the training sets: each task's from its data (e.g. VQA's answers), and the mask head
+    when a task's batches carry masks (`options: {with_masks: true}` on detection or grounding)."""
+    overrides: dict[str, Any] = {}
+    for name, data in train_data.items():
+        overrides.update(get_task(name).model_config(data))
+    if any(task.options.get("with_masks") for task in recipe.tasks):
+        overrides["use_mask_head"] = True
+    return overrides
+
+
 def build_training(recipe: Recipe) -> Run:
     """Data, processor, model (with the config entries the training data sets, e.g. VQA's answers; PEFT when the
     recipe has a `peft` section) and the trainer (with periodic evaluation when `train.eval_every` is set)."""
     skipped: dict[str, SkipReport] = {}
     train_data = load_task_data(recipe, recipe.data.train_split, skipped)
-    config_overrides: dict[str, Any] = {}
-    for name, data in train_data.items():
-        config_overrides.update(get_task(name).model_config(data))
+    config_overrides = training_config_overrides(recipe, train_data)
     processor = build_processor(recipe.model)
     set_seed(recipe.train.seed)  # the same initial weights whatever ran before (e.g. data generation)
-    model = build_model(recipe, model_class_for(recipe.task_names), config_overrides)
+    model_class = model_class_for(recipe.task_names, masks=bool(config_overrides.get("use_mask_head")))
+    model = build_model(recipe, model_class, config_overrides)
     if recipe.train.loss_weights and hasattr(model, "loss_weights"):
         model.loss_weights.update(recipe.train.loss_weights)
     if recipe.peft is not None:
@@ -288,4 +298,5 @@ __all__ = [
     "task_files",
     "task_loss",
     "task_model",
+    "training_config_overrides",
 ]

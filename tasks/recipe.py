@@ -417,14 +417,22 @@ def build_processor(model: ModelRecipe) -> Any:
     return Glipv2Processor(image_processor=Glipv2ImageProcessor(**image_kwargs), tokenizer=tokenizer)
 
 
-def model_class_for(task_names: list[str]) -> type:
+def model_class_for(task_names: list[str], masks: bool = False) -> type:
     """The class that trains these tasks: their shared task class (`Glipv2ForGrounding` for detection and
-    grounding), else `Glipv2ForPreTraining` (every head)."""
+    grounding), else `Glipv2ForPreTraining` (every head). `masks` (a task's batches carry masks): a class with the
+    mask head (`Glipv2ForInstanceSegmentation` in place of `Glipv2ForGrounding`)."""
     import glipv2
     from tasks.registry import get_task
 
     classes = {get_task(name).model_class_name for name in task_names}
-    return getattr(glipv2, classes.pop()) if len(classes) == 1 else glipv2.Glipv2ForPreTraining
+    chosen = getattr(glipv2, classes.pop()) if len(classes) == 1 else glipv2.Glipv2ForPreTraining
+    if masks and not hasattr(chosen, "init_masks"):
+        return (
+            glipv2.Glipv2ForInstanceSegmentation
+            if chosen is glipv2.Glipv2ForGrounding
+            else glipv2.Glipv2ForPreTraining
+        )
+    return chosen
 
 
 class _OnlyMismatches(logging.Filter):

@@ -215,22 +215,21 @@ def lr_lambda(
 def freeze_parameters(model: torch.nn.Module, patterns: Sequence[str]) -> list[str]:
     """Sets `requires_grad=False` on the parameters whose names match one of `patterns` (`fnmatch`); returns their
     names. A pattern that matches no parameter is an error naming it (a typo would otherwise train everything)."""
-    names = [name for name, _ in model.named_parameters()]
-    frozen = []
+    parameters = dict(model.named_parameters())
+    frozen: set[str] = set()
     for pattern in patterns:
-        matched = fnmatch.filter(names, pattern)
+        matched = fnmatch.filter(parameters, pattern)
         if not matched:
             raise ValueError(
                 f"train.frozen_parameters: {pattern!r} matches no parameter of {type(model).__name__} "
-                f"(names look like {names[0]!r})"
+                f"(names look like {next(iter(parameters))!r})"
             )
-        frozen += matched
-    for name, parameter in model.named_parameters():
-        if name in frozen:
-            parameter.requires_grad_(False)
+        frozen.update(matched)
+    for name in frozen:
+        parameters[name].requires_grad_(False)
     if frozen:
-        logger.info("frozen: %d parameter tensors (%s)", len(set(frozen)), ", ".join(patterns))
-    return sorted(set(frozen))
+        logger.info("frozen: %d parameter tensors (%s)", len(frozen), ", ".join(patterns))
+    return sorted(frozen)
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:

@@ -92,6 +92,20 @@ def test_unknown_task_options_fail_before_training(tmp_path: Path) -> None:
     assert get_task("detection").options == ("num_negatives", "fixed_prompt", "with_masks")
 
 
+def test_masks_on_a_tasks_batches_give_the_model_a_mask_head() -> None:
+    from glipv2 import Glipv2ForGrounding, Glipv2ForInstanceSegmentation, Glipv2ForPreTraining
+    from tasks.multitask import training_config_overrides
+    from tasks.recipe import model_class_for
+
+    plain = recipe_from_dict({"tasks": ["detection", "grounding"]})
+    assert "use_mask_head" not in training_config_overrides(plain, {})
+    masked = recipe_from_dict({"tasks": ["detection", {"name": "grounding", "options": {"with_masks": True}}]})
+    assert training_config_overrides(masked, {}) == {"use_mask_head": True}
+    assert model_class_for(masked.task_names) is Glipv2ForGrounding
+    assert model_class_for(masked.task_names, masks=True) is Glipv2ForInstanceSegmentation
+    assert model_class_for(["grounding", "vqa"], masks=True) is Glipv2ForPreTraining
+
+
 def test_overrides_do_not_touch_other_entries() -> None:
     data = {"tasks": ["detection", {"name": "vqa", "loss_weight": 0.5}]}
     apply_overrides(data, ["tasks.detection.sampling_weight=3"])

@@ -350,7 +350,9 @@ class Glipv2Processor(ProcessorMixin):
                 (`list[list[str]]`, joined with `build_prompt`). With one image, a flat list of strings is that
                 image's label list (as Grounding DINO's processor reads it).
             grounding_targets: per image `{"boxes": (N, 4) xyxy in original pixels, "spans": N span lists}`, and
-                optionally `"masks"`: `(N, H, W)` 0/1 at the image's original size (segmentation).
+                optionally `"masks"`: `(N, H, W)` 0/1 at the image's original size (segmentation) and
+                `"class_labels"`: N ints, each box's category (detection data: boxes of one category in different
+                images are then positives of GLIPv2's inter-image region-word loss).
             return_tensors: "pt" (default), "np" or None.
             max_length: the most tokens a prompt may have, special tokens included (256 in GLIP).
             kwargs: image processor options (e.g. `size`) go to the image processor, the rest to the tokenizer.
@@ -359,7 +361,8 @@ class Glipv2Processor(ProcessorMixin):
             `BatchFeature` with `pixel_values` `(B, 3, H, W)`, `pixel_mask` `(B, H, W)`, `input_ids`,
             `attention_mask` (and `token_type_ids`) `(B, T)`, and with targets `labels`: per image
             `{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) float 0/1}` (and `"masks"` `(N, h, w)` bool,
-            resized with the image to its unpadded size in `pixel_values`).
+            resized with the image to its unpadded size in `pixel_values`; `"class_labels"` `(N,)` int64 when
+            given).
         """
         if images is None and text is None:
             raise ValueError("Give images, text or both.")
@@ -415,7 +418,10 @@ class Glipv2Processor(ProcessorMixin):
             scale = torch.tensor([width, height, width, height], dtype=torch.float64)
             center_size = xyxy_to_cxcywh(boxes / scale)
             positive_map = self.positive_map(encoding, spans, batch_index=index, text=texts[index])
-            labels.append({"boxes": center_size.to(torch.float32), "positive_map": positive_map})
+            label = {"boxes": center_size.to(torch.float32), "positive_map": positive_map}
+            if "class_labels" in target:
+                label["class_labels"] = _checked_class_labels(target["class_labels"], index, len(boxes))
+            labels.append(label)
         if num_clipped:
             warnings.warn(
                 f"{num_clipped} box(es) extended beyond their image and were clipped to it.", UserWarning, stacklevel=3
@@ -590,6 +596,19 @@ def _checked_masks(masks: Any, index: int, num_boxes: int, size: tuple[int, int]
             f"got {tuple(masks.shape)}."
         )
     return masks
+
+
+def _checked_class_labels(class_labels: Any, index: int, num_boxes: int) -> torch.Tensor:
+    """Image `index`'s `(N,)` int64 class labels, checked: one integer per box."""
+    values = torch.as_tensor(class_labels)
+    if values.numel() == 0:  # an image without boxes: `[]` reads as float
+        values = values.to(torch.int64).reshape(-1)
+    if values.dim() != 1 or values.shape[0] != num_boxes or values.is_floating_point() or values.is_complex():
+        raise ValueError(
+            f"Image {index}: class_labels must be {num_boxes} integers (one per box), got {tuple(values.shape)} "
+            f"{values.dtype}."
+        )
+    return values.to(torch.int64)
 
 
 def _is_label_list(text: Any) -> bool:

@@ -219,6 +219,15 @@ def test_bad_boxes_raise(small_processor: Glipv2Processor, box: list[float], mat
         small_processor(images=_image(30, 40), text="cat", grounding_targets=[target])
 
 
+def test_grounding_target_class_labels(small_processor: Glipv2Processor) -> None:
+    target = {"boxes": [[0, 0, 4, 4], [1, 1, 9, 9]], "spans": [[(0, 3)], [(0, 3)]], "class_labels": [7, 2]}
+    label = small_processor(images=_image(30, 40), text="cat", grounding_targets=[target])["labels"][0]
+    assert label["class_labels"].tolist() == [7, 2] and label["class_labels"].dtype == torch.int64
+    for bad in ([7], [7.0, 2.0]):
+        with pytest.raises(ValueError, match=r"Image 0: class_labels must be 2 integers \(one per box\)"):
+            small_processor(images=_image(30, 40), text="cat", grounding_targets=[{**target, "class_labels": bad}])
+
+
 def test_no_warning_when_nothing_clipped(small_processor: Glipv2Processor) -> None:
     target = {"boxes": [[0, 0, 40, 30]], "spans": [[(0, 3)]]}
     with warnings.catch_warnings():

@@ -23,9 +23,10 @@ class DetectionCollator(ProcessorCollator):
     ``stats["dropped_boxes"]``).
 
     Returns ``pixel_values``, ``pixel_mask``, ``input_ids``, ``attention_mask`` (and ``token_type_ids``) and
-    ``labels``: per image ``{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) 0/1}``, with ``with_masks``
-    also ``"masks"`` ``(N, h, w)`` (the objects' masks, augmented with the image; an image with an object without a
-    mask trains its boxes only, ``stats["images_without_masks"]``).
+    ``labels``: per image ``{"boxes": (N, 4) normalised cxcywh, "positive_map": (N, T) 0/1, "class_labels": (N,)}``
+    (the category ids: a category's boxes in different images are positives of GLIPv2's inter-image region-word
+    loss), with ``with_masks`` also ``"masks"`` ``(N, h, w)`` (the objects' masks, augmented with the image; an image
+    with an object without a mask trains its boxes only, ``stats["images_without_masks"]``).
     """
 
     def __init__(
@@ -84,7 +85,8 @@ class DetectionCollator(ProcessorCollator):
             masks = object_masks(rles, int(record["height"]), int(record["width"]))
             self.stats["images_without_masks"] += masks is None
         image, boxes, masks, _, _ = self.augment_with_masks(load_rgb(record["image"]), boxes, masks, None, (), rng)
-        target = {"boxes": boxes, "spans": spans}
+        category_ids = [int(record["objects"]["category_id"][index]) for index in kept]
+        target = {"boxes": boxes, "spans": spans, "class_labels": category_ids}
         if masks is not None:
             target["masks"] = masks
         return image, prompt, target

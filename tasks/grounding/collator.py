@@ -19,12 +19,16 @@ class GroundingCollator(ProcessorCollator):
     The caption is the prompt; each box's positive-map row covers the tokens of its spans. A flip swaps
     "left"/"right" in the caption and moves the spans. A caption longer than ``max_length`` tokens is cut and the
     boxes whose phrases fall past the cut are dropped (``stats["truncated_captions"]``, ``stats["dropped_boxes"]``).
-    Output as :class:`DetectionCollator` (``with_masks``: the objects' masks too).
+    Output as :class:`DetectionCollator` (``with_masks``: the objects' masks too). ``class_labels`` are given only
+    with ``category_labels``, from the records' ``category_id`` (a record without one is an error naming it): a
+    category's phrases in other images are then positives of the inter-image region-word loss, as for detection
+    data. Without it each box's phrase is its only positive (free-form phrases have no shared label).
     """
 
-    def __init__(self, processor: Any, with_masks: bool = False, **kwargs: Any) -> None:
+    def __init__(self, processor: Any, with_masks: bool = False, category_labels: bool = False, **kwargs: Any) -> None:
         super().__init__(processor, **kwargs)
         self.with_masks = with_masks
+        self.category_labels = category_labels
 
     def example(self, record: Mapping[str, Any]) -> tuple[Image.Image, str, dict[str, Any]]:
         """One record -> (augmented image, caption, grounding target in that image's pixels)."""
@@ -51,6 +55,14 @@ class GroundingCollator(ProcessorCollator):
         target = {"boxes": boxes, "spans": spans}
         if masks is not None:
             target["masks"] = masks[[index for index, kept in enumerate(keep) if kept]]
+        if self.category_labels:
+            category_ids = [int(objects["category_id"][index]) for index in kept]
+            target["class_labels"] = [category for category, kept in zip(category_ids, keep) if kept]
+            if any(category < 0 for category in target["class_labels"]):
+                raise ValueError(
+                    f"image id={record.get('image_id')}: an object has no 'category_id'; category_labels needs one "
+                    "on every object with a phrase."
+                )
         return image, caption, target
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

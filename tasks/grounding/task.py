@@ -32,10 +32,14 @@ def default_files(data_dir: str, split: str) -> DataFiles:
     return DataFiles(paths.image_dir, paths.grounding)
 
 
-def make_collator(processor: Any, data: TaskData, with_masks: bool = False, **options: Any) -> GroundingCollator:
+def make_collator(
+    processor: Any, data: TaskData, with_masks: bool = False, category_labels: bool = False, **options: Any
+) -> GroundingCollator:
     """The caption is the prompt; each box's positive-map row covers the tokens of its spans. `with_masks`: the
-    boxes' masks too (the mask head then learns phrase masks: referring segmentation from grounding data)."""
-    return GroundingCollator(processor, with_masks=bool(with_masks), **options)
+    boxes' masks too (the mask head then learns phrase masks: referring segmentation from grounding data).
+    `category_labels`: the objects' `category_id` become `class_labels`, so one category's phrases in different
+    images are positives of the inter-image region-word loss (for data whose phrases name their category)."""
+    return GroundingCollator(processor, with_masks=bool(with_masks), category_labels=bool(category_labels), **options)
 
 
 def _as_list(tensor: torch.Tensor) -> list:
@@ -195,7 +199,7 @@ TASK = TaskSpec(
     ),
     pipelines=("phrase-grounding",),
     showcase=showcase,
-    options=("with_masks",),
+    options=("with_masks", "category_labels"),
     benchmarks=BENCHMARKS,
 )
 

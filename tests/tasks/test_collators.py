@@ -87,6 +87,30 @@ def test_detection_positive_map_rows_are_the_class_names(processor: Any, synthet
     assert again["input_ids"][0].tolist() == batch["input_ids"][1][: again["input_ids"].shape[1]].tolist()
 
 
+def test_detection_class_labels_make_one_category_positive_across_images(processor: Any) -> None:
+    """Each box carries its category id, so GLIPv2's inter-image region-word loss pairs a category's regions with its
+    words in every image of the batch (without them each box's own phrase was its only positive)."""
+    from glipv2.modeling_glipv2_pretraining import region_word_inputs
+
+    first = detection_record(scene(), bbox=[[8.0, 16.0, 16.0, 32.0], [30.0, 2.0, 20.0, 10.0]], category_id=[3, 7])
+    first["objects"]["iscrowd"] = [0, 0]
+    second = detection_record(scene(), category_id=[7])
+    batch = DetectionCollator(processor, CATEGORIES, num_negatives=1)([first, second])
+    assert [label["class_labels"].tolist() for label in batch["labels"]] == [[3, 7], [7]]
+    assert batch["labels"][0]["class_labels"].dtype == torch.int64
+    # Regions: one positive anchor per box; words: the tokens of each box's phrase, labelled by its category.
+    matched = torch.tensor([[0, 1, -1], [0, -1, -1]])
+    regions, region_labels, words, word_labels = region_word_inputs(
+        matched,
+        torch.randn(2, 3, 4),
+        torch.randn(2, batch["input_ids"].shape[1], 4),
+        batch["attention_mask"],
+        batch["labels"],
+    )
+    assert region_labels.tolist() == [3, 7, 7]
+    assert sorted(word_labels.tolist()) == [3, 3, 7, 7, 7, 7]  # "red square", "blue circle" twice
+
+
 def test_detection_skips_crowd_boxes(processor: Any) -> None:
     record = detection_record(
         scene(), bbox=[[8.0, 16.0, 16.0, 32.0], [30.0, 2.0, 20.0, 10.0]], category_id=[3, 7], iscrowd=[0, 1]
@@ -165,6 +189,17 @@ def test_grounding_synthetic_records(processor: Any, synthetic: Path) -> None:
         ]
         phrases = [record["caption"][b:e] for spans in record["objects"]["tokens_positive"] for b, e in spans]
         assert rows == [phrase.lower() for phrase in phrases]
+
+
+def test_grounding_category_labels_option(processor: Any) -> None:
+    record = grounding_record(scene())
+    assert "class_labels" not in GroundingCollator(processor)([record])["labels"][0]  # free-form: in-image only
+    record["objects"]["category_id"] = [4, 6, 4]
+    batch = GroundingCollator(processor, category_labels=True)([record])
+    assert batch["labels"][0]["class_labels"].tolist() == [4, 6, 4]
+    record["objects"]["category_id"] = [4, -1, 4]  # the loader's value for a missing category_id
+    with pytest.raises(ValueError, match="image id=5: an object has no 'category_id'"):
+        GroundingCollator(processor, category_labels=True)([record])
 
 
 def test_fit_caption_cuts_and_drops_phrases_past_the_limit(processor: Any) -> None:

@@ -148,6 +148,7 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         pixel_mask: torch.Tensor | None = None,
         image_memory_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
         **kwargs: Any,
     ) -> Glipv2CaptioningOutput | tuple:
         """
@@ -158,6 +159,8 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
             pixel_mask: `(B, H, W)`, 1 on real pixels: a batch of several image sizes gives each image's result
                 as if it were alone.
             image_memory_mask: with `image_memory`, `(B, A)` the positions each caption attends (None: all).
+            logits_to_keep: without `labels`, the LM head runs on the last `logits_to_keep` positions only (0: all),
+                as transformers' generation asks (`generate` needs the last one; the head is a 30k-word matmul).
         """
         if input_ids is None:
             raise ValueError("Glipv2ForConditionalGeneration needs input_ids (at least the [CLS] token).")
@@ -173,6 +176,8 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
                 raise ValueError(f"{image_memory.shape[0]} images but {input_ids.shape[0]} captions.")
             image_memory = image_memory.expand(input_ids.shape[0], *image_memory.shape[1:])
         features = causal_text_features(self.model, image_memory, input_ids, attention_mask, image_memory_mask)
+        if logits_to_keep and labels is None:
+            features = features[:, -logits_to_keep:]
         logits = self.caption_head(features)
         loss = shifted_lm_loss(logits, labels) if labels is not None else None
         return return_output(Glipv2CaptioningOutput(loss=loss, logits=logits, image_memory=image_memory), return_dict)
@@ -185,12 +190,14 @@ class Glipv2ForConditionalGeneration(Glipv2PreTrainedModel, GenerationMixin):
         image_memory_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Every step sees the whole prefix and the cached image memory (no KV cache, no pixel_values)."""
+        """Every step sees the whole prefix and the cached image memory (no KV cache, no pixel_values); only the last
+        position's logits are computed."""
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "image_memory": image_memory,
             "image_memory_mask": image_memory_mask,
+            "logits_to_keep": 1,
         }
 
     def _generation_prompt(self, input_ids: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:

@@ -28,6 +28,12 @@ def test_causal_mask_has_no_leak(processor: Glipv2Processor) -> None:
         # the image is seen: another image changes the first position's prediction
         other = model(**{**batch, "pixel_values": batch["pixel_values"].flip(0)}).logits
         assert not torch.allclose(other[0, 0], base[0, 0])
+        # generation's logits_to_keep: the head on the last positions only, the same values there
+        inputs = {key: value for key, value in batch.items() if key != "labels"}  # with labels: every position
+        assert model(**batch, logits_to_keep=2).logits.shape == base.shape
+        last = model(**inputs, logits_to_keep=2).logits
+        assert last.shape == (2, 2, base.shape[-1])
+        torch.testing.assert_close(last, base[:, -2:])
 
 
 def test_caption_overfit_greedy_and_beam_reproduce(processor: Glipv2Processor, tmp_path: pathlib.Path) -> None:

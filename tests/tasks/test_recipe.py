@@ -37,8 +37,9 @@ def test_set_values_are_parsed_by_the_field_type() -> None:
     )
     assert recipe.train.mixed_precision == "no" and recipe.train.max_steps == 7 and recipe.train.ema_decay is None
     assert recipe.train.learning_rate == 3e-4 and recipe.train.gradient_checkpointing is True
-    assert recipe.data.train_min_sizes == [96, 112] and recipe.model.overrides == {"num_fusion_layers": 3}
+    assert recipe.data.train_min_sizes == [96, 112] and recipe.model.overrides["num_fusion_layers"] == 3
     assert recipe.task("vqa").loss_weight == 2.0 and recipe.task("detection").options == {"num_negatives": 4}
+    assert recipe.model.overrides["mask_head_convs"] == 2  # the file's other overrides stay
     assert recipe.train_config().tasks[2].loss_weight == 2.0
 
 
@@ -75,7 +76,7 @@ def test_bad_files_name_the_key_the_value_and_the_allowed_ones(tmp_path: Path) -
 
 
 def test_the_shipped_configs_are_recipes() -> None:
-    for name in ("demo.yaml", "demo_segmentation.yaml", "finetune_lora.yaml", "finetune_prompt.yaml"):
+    for name in ("demo.yaml", "finetune_lora.yaml", "finetune_prompt.yaml"):
         recipe = load_recipe(REPO / "configs" / name)
         assert recipe.task_names and recipe.train.max_steps > 0
     assert load_recipe(REPO / "configs" / "finetune_prompt.yaml").task("detection").options == {"fixed_prompt": True}

@@ -120,6 +120,7 @@ class Glipv2MaskMixin:
         features: tuple[torch.Tensor, torch.Tensor],
         image_sizes: torch.Tensor,
         count: int | None = None,
+        eligible: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks of the `count` (default `config.mask_candidates`) best anchors of each image.
 
@@ -129,6 +130,7 @@ class Glipv2MaskMixin:
             features: the mask head's input ([`mask_inputs`]).
             image_sizes: `(B, 2)` unpadded input sizes.
             count: how many anchors per image get a mask.
+            eligible: `(B, A)` bool; a chosen anchor outside it gets no mask (index -1, zero logits).
 
         Returns:
             `pred_masks` `(B, K, M, M)` logits and `indices` `(B, K)` anchor indices (-1 where an image has fewer).
@@ -136,11 +138,25 @@ class Glipv2MaskMixin:
         batch, num_anchors = scores.shape
         count = min(count or self.config.mask_candidates, num_anchors)
         indices = scores.topk(count, dim=1).indices
+        if eligible is None:
+            boxes = [
+                _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True)
+                for index in range(batch)
+            ]
+            logits = self.mask_head(features, boxes, image_sizes)
+            return logits.view(batch, count, *logits.shape[-2:]), indices
+        kept = eligible.gather(1, indices)
         boxes = [
-            _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True) for index in range(batch)
+            _pixel_boxes(pred_boxes[index, indices[index][kept[index]]], image_sizes[index], clip=True)
+            for index in range(batch)
         ]
-        logits = self.mask_head(features, boxes, image_sizes)
-        return logits.view(batch, count, *logits.shape[-2:]), indices
+        logits = self.mask_head(features, boxes, image_sizes) if kept.any() else None
+        size = 2 * self.config.mask_roi_size
+        dtype = logits.dtype if logits is not None else pred_boxes.dtype
+        masks = pred_boxes.new_zeros(batch, count, size, size, dtype=dtype)
+        if logits is not None:
+            masks[kept] = logits
+        return masks, indices.masked_fill(~kept, -1)
 
 
 def mask_inputs_of(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,14 +164,19 @@ def mask_inputs_of(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return mask_inputs(outputs.vision_features, outputs.mask_features)
 
 
+def _best_probability(logits: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """`(B, A)` best probability over the real tokens (or labels) of each anchor."""
+    probabilities = logits.float().sigmoid()
+    if token_mask is not None:
+        probabilities = probabilities * token_mask[:, None, :].to(probabilities.dtype)
+    return probabilities.amax(dim=-1)
+
+
 def _anchor_confidence(
     logits: torch.Tensor, centerness: torch.Tensor, token_mask: torch.Tensor | None
 ) -> torch.Tensor:
     """`(B, A)` best probability over the real tokens (or labels) of each anchor, times its centerness."""
-    probabilities = logits.float().sigmoid()
-    if token_mask is not None:
-        probabilities = probabilities * token_mask[:, None, :].to(probabilities.dtype)
-    return probabilities.amax(dim=-1) * centerness.float().sigmoid()
+    return _best_probability(logits, token_mask) * centerness.float().sigmoid()
 
 
 class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
@@ -185,12 +206,15 @@ class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
         text_features: torch.Tensor | None = None,
         return_dict: bool | None = None,
         mask_candidates: int | None = None,
+        mask_threshold: float | None = None,
         **kwargs: Any,
     ) -> Glipv2SegmentationOutput | tuple:
         """As [`Glipv2ForGrounding.forward`]; `labels` may carry `masks` (see the class docstring).
         `mask_candidates`: how many of each image's most confident anchors get a mask at inference (default
         `config.mask_candidates`); a referring expression's best box needs a few only, and the mask head's cost
-        grows with this number."""
+        grows with this number. `mask_threshold`: a candidate whose best token probability is at most this gets no
+        mask (index -1); post-processing at that threshold keeps a label only when its mean token probability is
+        above it, so it would drop that candidate anyway."""
         outputs = self.model(
             pixel_values=pixel_values,
             input_ids=input_ids,
@@ -209,9 +233,14 @@ class Glipv2ForInstanceSegmentation(Glipv2MaskMixin, Glipv2ForGrounding):
                 loss_dict["loss_mask"] = masks
                 loss = loss + self.loss_weights.get("loss_mask", MASK_LOSS_WEIGHT) * masks
         else:
-            confidence = _anchor_confidence(predictions.logits, predictions.centerness, outputs.text_attention_mask)
+            best = _best_probability(predictions.logits, outputs.text_attention_mask)
             pred_masks, anchor_indices = self.candidate_masks(
-                confidence, predictions.pred_boxes, mask_inputs_of(outputs), outputs.image_sizes, mask_candidates
+                best * predictions.centerness.float().sigmoid(),
+                predictions.pred_boxes,
+                mask_inputs_of(outputs),
+                outputs.image_sizes,
+                mask_candidates,
+                eligible=best > mask_threshold if mask_threshold is not None else None,
             )
         if input_ids is not None:
             input_ids = input_ids.expand(predictions.logits.shape[0], -1)

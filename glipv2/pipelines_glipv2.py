@@ -115,8 +115,9 @@ def detect_labels(
             `label_ids` index `labels` (e.g. a benchmark's official prompts: fixed-size chunks, caption prompts).
         return_masks: instance segmentation (a model with a mask head, e.g. [`Glipv2ForInstanceSegmentation`]):
             the detections are those among each chunk's mask candidates, each with its mask (pasted once the
-            detections are chosen); `"logits"`: each detection's `(M, M)` mask logits in its box instead
-            (`"mask_logits"`, for callers that select further before pasting with `post_processing.paste_masks`).
+            detections are chosen; a candidate none of whose labels can pass `threshold` gets none); `"logits"`:
+            each detection's `(M, M)` mask logits in its box instead (`"mask_logits"`, for callers that select
+            further before pasting with `post_processing.paste_masks`).
 
     Returns:
         Per image `{"scores": (N,), "boxes": (N, 4) absolute xyxy, "labels": (N,) int64 indices into labels,
@@ -145,6 +146,7 @@ def detect_labels(
                 image_features=tuple(f.expand(batch, *f.shape[1:]) for f in image_features),
                 text_features=cache["text_features"][start : start + batch],
                 attention_mask=cache["attention_mask"][start : start + batch],
+                **({"mask_threshold": threshold} if return_masks else {}),
             )
             logits = outputs.logits
             if return_masks:

@@ -367,6 +367,31 @@ def test_fewer_mask_candidates_give_the_same_masks_for_the_most_confident_anchor
     torch.testing.assert_close(few.pred_masks, full.pred_masks[:, :3], atol=1e-5, rtol=1e-5)
 
 
+def test_mask_threshold_skips_only_candidates_no_label_can_pass(trained: dict) -> None:
+    """`mask_threshold=t` (what `detect_labels` passes): candidates whose best token probability is at most t get no
+    mask; the others keep theirs, and post-processing at t finds the same instances with the same masks."""
+    model, inputs = trained["model"], trained["inputs"]
+    with torch.no_grad():
+        full = model(**inputs)
+        best = (full.logits.sigmoid() * inputs["attention_mask"][:, None, :]).amax(-1)
+        threshold = float(best.gather(1, full.mask_anchor_indices).median())
+        skipped = model(**inputs, mask_threshold=threshold)
+    kept = skipped.mask_anchor_indices >= 0
+    assert kept.any() and (~kept).any()
+    assert torch.equal(skipped.mask_anchor_indices[kept], full.mask_anchor_indices[kept])
+    assert bool((best.gather(1, full.mask_anchor_indices)[kept] > threshold).all())
+    assert bool((best.gather(1, full.mask_anchor_indices)[~kept] <= threshold).all())
+    torch.testing.assert_close(skipped.pred_masks[kept], full.pred_masks[kept], atol=1e-5, rtol=1e-5)
+    assert not skipped.pred_masks[~kept].any()
+    post = trained["processor"].post_process_instance_segmentation
+    sizes = [(128, 128)]
+    (a,) = post(full, threshold=threshold, target_sizes=sizes, text_labels=[LABELS])
+    (b,) = post(skipped, threshold=threshold, target_sizes=sizes, text_labels=[LABELS])
+    assert a["text_labels"] and a["text_labels"] == b["text_labels"]
+    assert torch.equal(torch.as_tensor(a["scores"]), torch.as_tensor(b["scores"]))
+    assert np.array_equal(np.asarray(a["masks"]), np.asarray(b["masks"]))
+
+
 # ------------------------------------------------------------------------------------------------------ pipelines
 def test_pipelines_from_a_saved_folder(trained: dict) -> None:
     image, masks = _scene()

@@ -12,7 +12,12 @@ import logging
 import os
 import sys
 
-from tasks.demo import run_demo
+from tasks.allocator import reexec_with_malloc_settings
+
+if __name__ == "__main__":
+    reexec_with_malloc_settings()  # first of all: glibc reads its allocator settings only at start-up
+
+from tasks.demo import run_demo  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -30,11 +30,16 @@ from typing import Any
 
 import yaml
 
-from tasks.multitask import Run, build_training, evaluate_tasks, load_eval_data
-from tasks.peft_utils import merge_trained, save_trained
-from tasks.publish import publish, write_model_card
-from tasks.recipe import PEFT_METHODS, Recipe, apply_overrides, recipe_from_dict
-from tasks.registry import TASKS
+from tasks.allocator import reexec_with_malloc_settings
+
+if __name__ == "__main__":
+    reexec_with_malloc_settings()  # first of all: glibc reads its allocator settings only at start-up
+
+from tasks.multitask import Run, build_training, evaluate_tasks, load_eval_data  # noqa: E402
+from tasks.peft_utils import merge_trained, save_trained  # noqa: E402
+from tasks.publish import publish, write_model_card  # noqa: E402
+from tasks.recipe import PEFT_METHODS, Recipe, apply_overrides, recipe_from_dict  # noqa: E402
+from tasks.registry import TASKS  # noqa: E402
 
 logger = logging.getLogger("glipv2.finetune_peft")
 

@@ -16,9 +16,14 @@ import logging
 import os
 import sys
 
-from tasks.multitask import build_training, finish_training
-from tasks.publish import publish
-from tasks.recipe import load_recipe
+from tasks.allocator import reexec_with_malloc_settings
+
+if __name__ == "__main__":
+    reexec_with_malloc_settings()  # first of all: glibc reads its allocator settings only at start-up
+
+from tasks.multitask import build_training, finish_training  # noqa: E402
+from tasks.publish import publish  # noqa: E402
+from tasks.recipe import load_recipe  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

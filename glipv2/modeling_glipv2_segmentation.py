@@ -138,23 +138,23 @@ class Glipv2MaskMixin:
         batch, num_anchors = scores.shape
         count = min(count or self.config.mask_candidates, num_anchors)
         indices = scores.topk(count, dim=1).indices
-        if eligible is None:
-            boxes = [
-                _pixel_boxes(pred_boxes[index, indices[index]], image_sizes[index], clip=True)
-                for index in range(batch)
-            ]
-            logits = self.mask_head(features, boxes, image_sizes)
-            return logits.view(batch, count, *logits.shape[-2:]), indices
-        kept = eligible.gather(1, indices)
+        kept = None if eligible is None else eligible.gather(1, indices)
         boxes = [
-            _pixel_boxes(pred_boxes[index, indices[index][kept[index]]], image_sizes[index], clip=True)
+            _pixel_boxes(
+                pred_boxes[index, indices[index] if kept is None else indices[index][kept[index]]],
+                image_sizes[index],
+                clip=True,
+            )
             for index in range(batch)
         ]
-        logits = self.mask_head(features, boxes, image_sizes) if kept.any() else None
+        if kept is None:
+            logits = self.mask_head(features, boxes, image_sizes)
+            return logits.view(batch, count, *logits.shape[-2:]), indices
         size = 2 * self.config.mask_roi_size
-        dtype = logits.dtype if logits is not None else pred_boxes.dtype
-        masks = pred_boxes.new_zeros(batch, count, size, size, dtype=dtype)
-        if logits is not None:
+        masks = pred_boxes.new_zeros(batch, count, size, size)
+        if kept.any():
+            logits = self.mask_head(features, boxes, image_sizes)
+            masks = masks.to(logits.dtype)
             masks[kept] = logits
         return masks, indices.masked_fill(~kept, -1)
 

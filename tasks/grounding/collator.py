@@ -56,8 +56,8 @@ class GroundingCollator(ProcessorCollator):
         if masks is not None:
             target["masks"] = masks[[index for index, kept in enumerate(keep) if kept]]
         if self.category_labels:
-            category_ids = [int(objects["category_id"][index]) for index in kept]
-            target["class_labels"] = [category for category, kept in zip(category_ids, keep) if kept]
+            categories = [int(objects["category_id"][index]) for index in kept]  # the objects with a phrase
+            target["class_labels"] = [category for category, fits in zip(categories, keep) if fits]  # and caption
             if any(category < 0 for category in target["class_labels"]):
                 raise ValueError(
                     f"image id={record.get('image_id')}: an object has no 'category_id'; category_labels needs one "

@@ -14,7 +14,7 @@ from transformers.models.auto import image_processing_auto as _image_processing_
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
-from .auto_map import PIPELINES, TASK_CLASSES
+from .auto_map import PIPELINES, TASK_CLASSES, pipeline_class
 from .configuration_glipv2 import PRESETS, Glipv2Config
 from .image_processing_glipv2 import Glipv2ImageProcessor
 from .modeling_glipv2 import Glipv2Model, Glipv2ModelOutput, Glipv2PreTrainedModel
@@ -85,7 +85,7 @@ for _pipeline in PIPELINES:
     _stock = PIPELINE_REGISTRY.supported_tasks.get(_pipeline.task, {})
     PIPELINE_REGISTRY.register_pipeline(
         _pipeline.task,
-        pipeline_class=globals()[_pipeline.name],
+        pipeline_class=pipeline_class(_pipeline.task),
         pt_model=_stock.get("pt") or getattr(transformers, _pipeline.auto_class),
         default=_stock.get("default"),
         type=_stock.get("type", _pipeline.type),

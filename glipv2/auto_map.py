@@ -5,7 +5,7 @@ A saved folder is a complete Hub repository: [`write_auto_map`] gives its `confi
 every task class whose heads the checkpoint holds and `custom_pipelines` for every pipeline of this library those
 classes serve, and copies the code they need beside the weights, so that each class loads with
 `trust_remote_code=True` where `glipv2` is not installed. Entries are strings: this module imports no modeling code
-(the modeling base class calls it while saving).
+when it loads (the modeling base class calls it while saving); [`pipeline_class`] imports the pipelines when called.
 """
 
 from __future__ import annotations
@@ -182,6 +182,41 @@ def task_class(name: str) -> Glipv2TaskClass:
     return TASK_CLASS_BY_NAME[name]
 
 
+def pipeline_class(task: str) -> type:
+    """The pipeline class of this library serving `task` ([`PIPELINES`]). Its modules are imported by name, not
+    through `importlib`: transformers assembles a remote-code copy of this package from the relative imports of the
+    class it loads, and every model class imports this module, so each such copy carries every pipeline's code and a
+    plain `save_pretrained` of a model loaded with `trust_remote_code=True` writes the pipelines again."""
+    from .pipelines_glipv2 import (
+        Glipv2ObjectDetectionPipeline,
+        Glipv2OpenVocabularyDetectionPipeline,
+        Glipv2PhraseGroundingPipeline,
+    )
+    from .pipelines_glipv2_captioning import Glipv2ImageCaptioningPipeline
+    from .pipelines_glipv2_segmentation import (
+        Glipv2ImageSegmentationPipeline,
+        Glipv2InstanceSegmentationPipeline,
+        Glipv2ReferringSegmentationPipeline,
+    )
+    from .pipelines_glipv2_vqa import Glipv2VisualQuestionAnsweringPipeline
+
+    classes = (
+        Glipv2ObjectDetectionPipeline,
+        Glipv2OpenVocabularyDetectionPipeline,
+        Glipv2PhraseGroundingPipeline,
+        Glipv2ImageCaptioningPipeline,
+        Glipv2ImageSegmentationPipeline,
+        Glipv2InstanceSegmentationPipeline,
+        Glipv2ReferringSegmentationPipeline,
+        Glipv2VisualQuestionAnsweringPipeline,
+    )
+    by_name = {cls.__name__: cls for cls in classes}
+    for pipe in PIPELINES:
+        if pipe.task == task:
+            return by_name[pipe.name]
+    raise KeyError(f"{task!r} is not a pipeline of glipv2; tasks: {[pipe.task for pipe in PIPELINES]}.")
+
+
 def served_classes(heads: Iterable[str], config: dict[str, Any]) -> list[Glipv2TaskClass]:
     """The task classes a checkpoint holding `heads` (and with `config`) serves."""
     heads = set(heads)
@@ -192,7 +227,8 @@ def served_classes(heads: Iterable[str], config: dict[str, Any]) -> list[Glipv2T
 
 def _copy_module(module: str, folder: Path) -> bool:
     """Copies `module.py` and its relative imports from this package's folder into `folder`; False if missing
-    (a remote-code copy of the package holds only the modules its class needed)."""
+    (a remote-code copy of the package holds only the modules its class imports: its own family's modeling code and,
+    through [`pipeline_class`], every pipeline's)."""
     from transformers.dynamic_module_utils import get_relative_import_files
 
     source = CODE_DIR / f"{module}.py"
@@ -248,6 +284,7 @@ __all__ = [
     "Glipv2PipelineClass",
     "Glipv2TaskClass",
     "auto_map_entries",
+    "pipeline_class",
     "served_classes",
     "task_class",
     "write_auto_map",

@@ -212,6 +212,95 @@ def test_a_plainly_saved_folder_serves_every_class_and_pipeline_as_remote_code(t
     _assert_equal(remote, local)
 
 
+# A model loaded as remote code and saved again with plain `save_pretrained`: the new folder serves its pipelines.
+RESAVE = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["glipv2"] = None  # glipv2 cannot be imported: only the folder's own code may run
+    import torch, transformers
+    from PIL import Image
+    from transformers import AutoProcessor, pipeline
+
+    folder, closed, out_path, *image_paths = sys.argv[1:]
+    images = [Image.open(path) for path in image_paths]
+    out = {"pipelines": {}, "custom_pipelines": {}}
+    sources = ((folder, "AutoModelForInstanceSegmentation"), (closed, "AutoModelForImageSegmentation"))
+    for source, auto_class in sources:
+        model = getattr(transformers, auto_class).from_pretrained(source, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model)
+        resaved = source + "-resaved"
+        model.save_pretrained(resaved)
+        AutoProcessor.from_pretrained(source, trust_remote_code=True).save_pretrained(resaved)
+        config = json.load(open(resaved + "/config.json"))
+        out["custom_pipelines"][auto_class] = sorted(config.get("custom_pipelines", {}))
+    labels = {"candidate_labels": %(labels)r, "threshold": 0.0}
+    with torch.no_grad():
+        out["pipelines"]["instance-segmentation"] = pipeline(
+            "instance-segmentation", model=folder + "-resaved", trust_remote_code=True
+        )(images, top_k=3, **labels)
+        out["pipelines"]["image-segmentation"] = [
+            pipeline("image-segmentation", model=closed + "-resaved", trust_remote_code=True)(image, threshold=0.0)
+            for image in images
+        ]
+    torch.save(out, out_path)
+    """
+) % {"labels": LABELS}
+
+
+def test_a_remote_code_model_saved_again_keeps_its_pipelines(tmp_path: Path) -> None:
+    """The reported failure: a model loaded with `trust_remote_code=True` (its copy of this package held only its
+    modeling code) and saved with plain `save_pretrained` lost `custom_pipelines`, so `pipeline(...)` on the new
+    folder was an unknown task. Images of two sizes; the outputs equal the local pipelines' on the first folder."""
+    import transformers
+    from transformers import pipeline
+
+    folder, closed = _save(tmp_path)
+    images = [_scene(), _scene().resize((64, 96))]
+    for index, image in enumerate(images):
+        image.save(tmp_path / f"scene{index}.png")
+    (tmp_path / "resave.py").write_text(RESAVE)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    paths = [str(tmp_path / f"scene{index}.png") for index in range(len(images))]
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "resave.py"), str(folder), str(closed), str(tmp_path / "out.pt"), *paths],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    remote = torch.load(tmp_path / "out.pt", weights_only=False)
+    # the same entries as a local save of the same class (glipv2 installed)
+    for source, auto_class in (
+        (folder, "AutoModelForInstanceSegmentation"),
+        (closed, "AutoModelForImageSegmentation"),
+    ):
+        model = getattr(transformers, auto_class).from_pretrained(source)
+        model.save_pretrained(tmp_path / f"{auto_class}-local")
+        config = json.loads((tmp_path / f"{auto_class}-local" / "config.json").read_text())
+        assert remote["custom_pipelines"][auto_class] == sorted(config["custom_pipelines"]), auto_class
+    assert "instance-segmentation" in remote["custom_pipelines"]["AutoModelForInstanceSegmentation"]
+    assert "image-segmentation" in remote["custom_pipelines"]["AutoModelForImageSegmentation"]
+    images = [Image.open(path) for path in paths]
+    labels = {"candidate_labels": LABELS, "threshold": 0.0}
+    with torch.no_grad():
+        local = {
+            "instance-segmentation": pipeline("instance-segmentation", model=str(folder))(images, top_k=3, **labels),
+            "image-segmentation": [
+                pipeline("image-segmentation", model=str(closed))(image, threshold=0.0) for image in images
+            ],
+        }
+    _assert_equal(remote["pipelines"], local)
+
+
 PUSH = textwrap.dedent(
     """
     import sys
